@@ -1,0 +1,28 @@
+# The two commands of the README:   make demo   and   make test
+# Both create the environment (.venv, wheels route) when it is missing.
+ENV := $(shell scripts/ensure-env)
+PY := $(ENV)/bin/python
+MPIEXEC := $(ENV)/bin/mpiexec
+NP ?= 2
+export UCX_TLS ?= self,sm,tcp
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: demo test test-serial test-mpi bench clean
+
+demo:
+	$(MPIEXEC) -n $(NP) $(PY) -m msfem study studies/demo.toml --out results/demo
+
+test: test-serial test-mpi
+
+test-serial:
+	$(PY) -m pytest -q tests
+
+test-mpi:
+	$(MPIEXEC) -n $(NP) $(PY) -m mpi4py -m pytest -q -p no:cacheprovider tests
+
+bench:
+	$(PY) benchmarks/fine.py
+	$(PY) benchmarks/offline.py
+
+clean:
+	rm -rf results .pytest_cache

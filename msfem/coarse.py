@@ -1,0 +1,240 @@
+r"""The coarse MPI-distributed system, its solution and the fine-scale reconstruction.
+
+Element by element through the dofmap of a dolfinx coarse space (ownership and ghosts
+from its index map):
+
+.. math::
+    A_H[i, j] = \sum_K a_K(\phi_j, w_i), \qquad b_H[i] = \sum_K L_K(w_i),
+
+with :math:`w_i = \phi_i` (Galerkin) or :math:`w_i = N_i` (Petrov--Galerkin). For the
+conforming variants this equals :math:`P^T A_h P` with the prolongation
+:math:`P_{f, i} = \phi_i(x_f)` (see :func:`prolongation`, checked in the tests); for the
+nonconforming (oversampled) ones it is the broken bilinear form. Dirichlet data enters
+at the coarse boundary vertices, :math:`U_i = g(x_i)`. The fine-scale reconstruction
+(downscaling) is :math:`u_{ms}|_K = \sum_i U_i \phi_i^K`; where neighbouring elements
+disagree (nonconforming variants) a fine dof gets the average.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from msfem import _runtime  # noqa: F401
+from msfem import solvers
+from msfem.basis import MultiscaleSpace
+from msfem.problem import dirichlet_values
+
+import dolfinx  # noqa: E402
+import dolfinx.fem.petsc  # noqa: E402
+import ufl  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+from petsc4py import PETSc  # noqa: E402
+
+
+@dataclass
+class CoarseSolution:
+    """Coarse solution ``U`` (a dolfinx Function on the coarse space) and timings."""
+
+    space: MultiscaleSpace
+    U: dolfinx.fem.Function
+    timings: dict[str, float] = field(default_factory=dict)
+    _fine_map: Any = None
+
+    def reconstruct(self, V: dolfinx.fem.FunctionSpace | None = None) -> dolfinx.fem.Function:
+        """The fine-scale reconstruction :math:`u_{ms} = \\sum_i U_i\\phi_i` on the fine space."""
+        t0 = time.perf_counter()
+        fmap = self.fine_map(V)
+        values = [e.phi @ self.U.x.array[e.coarse_dofs] for e in self.space.elements]
+        u = fmap.average(values, name="u_msfem")
+        self.timings["reconstruct"] = time.perf_counter() - t0
+        return u
+
+    def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
+        """The map between element-local fine dofs and the distributed fine space."""
+        if self._fine_map is None or (V is not None and self._fine_map.V is not V):
+            h = self.space.hierarchy
+            V = V or self.space.problem.function_space(h.fine)
+            self._fine_map = FineMap(V, h, self.space)
+        return self._fine_map
+
+
+class FineMap:
+    """Element-local fine dofs ↔ global dofs of the distributed fine space ``V``.
+
+    The link is the partition-independent lattice id of each fine dof, translated to
+    dolfinx's global numbering by a PETSc application ordering (``AO``).
+    """
+
+    def __init__(self, V: dolfinx.fem.FunctionSpace, hierarchy, space: MultiscaleSpace):
+        self.V, self.space = V, space
+        imap, bs = V.dofmap.index_map, V.dofmap.index_map_bs
+        self.bs = bs
+        n_owned = imap.size_local
+        lattice = hierarchy.dof_lattice(V)[:n_owned]
+        petsc_idx = np.arange(*imap.local_range, dtype=np.int64)
+        ao = PETSc.AO().createMapping(lattice.astype(PETSc.IntType),
+                                      petsc_idx.astype(PETSc.IntType), comm=V.mesh.comm)
+        self.sizes = [len(e.lattice) for e in space.elements]
+        all_lat = (np.concatenate([e.lattice for e in space.elements])
+                   if space.elements else np.zeros(0, dtype=np.int64))
+        blocks = np.asarray(ao.app2petsc(all_lat.astype(PETSc.IntType)), dtype=np.int64)
+        ao.destroy()
+        self.global_dofs = (blocks[:, None] * bs + np.arange(bs)).ravel()
+        self.offsets = np.concatenate([[0], np.cumsum(np.array(self.sizes, dtype=int) * bs)])
+        self._scatter = None
+
+    def gather(self, u: dolfinx.fem.Function) -> list[np.ndarray]:
+        """Values of ``u`` on the fine dofs of each owned coarse cell (K-mesh order)."""
+        vec = u.x.petsc_vec
+        if self._scatter is None:
+            self._local = PETSc.Vec().createSeq(len(self.global_dofs), comm=MPI.COMM_SELF)
+            is_from = PETSc.IS().createGeneral(self.global_dofs.astype(PETSc.IntType),
+                                               comm=MPI.COMM_SELF)
+            self._scatter = PETSc.Scatter().create(vec, is_from, self._local, None)
+        self._scatter.scatter(vec, self._local, addv=PETSc.InsertMode.INSERT,
+                              mode=PETSc.ScatterMode.FORWARD)
+        arr = self._local.getArray(readonly=True).copy()
+        return [arr[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def multiplicity(self) -> list[np.ndarray]:
+        """For each element, how many owned-cell elements (all ranks) share each fine dof."""
+        c = dolfinx.fem.Function(self.V)
+        c.x.petsc_vec.set(0.0)
+        idx = self.global_dofs.astype(PETSc.IntType)
+        c.x.petsc_vec.setValues(idx, np.ones(len(idx)), addv=PETSc.InsertMode.ADD_VALUES)
+        c.x.petsc_vec.assemble()
+        return self.gather(c)
+
+    def average(self, values: list[np.ndarray], name: str = "u") -> dolfinx.fem.Function:
+        """A fine Function from element-local values (averaged where elements overlap)."""
+        u = dolfinx.fem.Function(self.V, name=name)
+        total = u.x.petsc_vec
+        count = total.duplicate()
+        total.set(0.0)
+        count.set(0.0)
+        if values:
+            idx = self.global_dofs.astype(PETSc.IntType)
+            total.setValues(idx, np.concatenate(values), addv=PETSc.InsertMode.ADD_VALUES)
+            count.setValues(idx, np.ones(len(idx)), addv=PETSc.InsertMode.ADD_VALUES)
+        total.assemble()
+        count.assemble()
+        total.pointwiseDivide(total, count)
+        count.destroy()
+        u.x.scatter_forward()
+        return u
+
+
+def _coarse_boundary(space: MultiscaleSpace) -> tuple[np.ndarray, np.ndarray]:
+    """Owned coarse dofs (unblocked local) on Γ_D and their Dirichlet values."""
+    h, problem = space.hierarchy, space.problem
+    Vc = space.coarse_space
+    tdim = h.dim
+    bs = space.bs
+    n_owned = Vc.dofmap.index_map.size_local
+    xc = Vc.tabulate_dof_coordinates()
+    rows, vals = [], []
+    seen: set[int] = set()
+    for bc in problem.dirichlet:
+        marker = bc.marker or (lambda x: np.ones(x.shape[1], dtype=bool))
+        facets = dolfinx.mesh.locate_entities_boundary(h.coarse, tdim - 1, marker)
+        blocks = dolfinx.fem.locate_dofs_topological(Vc, tdim - 1, facets)
+        blocks = np.array([b for b in blocks if b < n_owned and b not in seen], dtype=np.int64)
+        seen.update(blocks.tolist())
+        if len(blocks) == 0:
+            continue
+        g = dirichlet_values(bc, xc[blocks].T, problem.shape)  # (bs, n)
+        rows.append((blocks[:, None] * bs + np.arange(bs)).ravel())
+        vals.append(g.T.ravel())
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(rows), np.concatenate(vals)
+
+
+def _global_indices(Vc: dolfinx.fem.FunctionSpace, local: np.ndarray) -> np.ndarray:
+    bs = Vc.dofmap.index_map_bs
+    blocks = Vc.dofmap.index_map.local_to_global(np.asarray(local // bs, dtype=np.int32))
+    return blocks * bs + local % bs
+
+
+def assemble_coarse(space: MultiscaleSpace) -> tuple[PETSc.Mat, PETSc.Vec]:
+    """Assemble :math:`A_H` and :math:`b_H` from the element data (Dirichlet rows not applied)."""
+    Vc = space.coarse_space
+    u, v = ufl.TrialFunction(Vc), ufl.TestFunction(Vc)
+    A = dolfinx.fem.petsc.create_matrix(dolfinx.fem.form(ufl.inner(u, v) * ufl.dx))
+    A.zeroEntries()
+    A.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
+    b = dolfinx.fem.petsc.create_vector(Vc)
+    b.set(0.0)
+    for e in space.elements:
+        g = _global_indices(Vc, e.coarse_dofs).astype(PETSc.IntType)
+        A.setValues(g, g, e.A, addv=PETSc.InsertMode.ADD_VALUES)
+        b.setValues(g, e.b, addv=PETSc.InsertMode.ADD_VALUES)
+    A.assemble()
+    b.assemble()
+    return A, b
+
+
+def solve(space: MultiscaleSpace, *, petsc_options: Mapping[str, Any] | None = None,
+          prefix: str = "msfem_coarse_") -> CoarseSolution:
+    r"""Assemble and solve the coarse system :math:`A_H U = b_H`, :math:`U_i = g(x_i)` on Γ_D.
+
+    Args:
+        space: a built :class:`~msfem.basis.MultiscaleSpace`.
+        petsc_options: options of the coarse KSP (default MUMPS LU:
+            :data:`msfem.solvers.DIRECT_OPTIONS`).
+        prefix: PETSc options prefix of the coarse solver.
+    """
+    if not space.elements and space.hierarchy.owned_coarse_cells[0].size:
+        space.build()
+    t0 = time.perf_counter()
+    Vc = space.coarse_space
+    with dolfinx.common.Timer("~msfem: online (coarse assemble)"):
+        A, b = assemble_coarse(space)
+        rows, vals = _coarse_boundary(space)
+        U = dolfinx.fem.Function(Vc, name="U_coarse")
+        x = U.x.petsc_vec
+        grow = _global_indices(Vc, rows).astype(PETSc.IntType)
+        x.set(0.0)
+        x.setValues(grow, vals)
+        x.assemble()
+        A.zeroRowsColumns(grow, diag=1.0, x=x, b=b)
+    t1 = time.perf_counter()
+    ksp = solvers.make_ksp(A, prefix, petsc_options, solvers.DIRECT_OPTIONS)
+    with dolfinx.common.Timer("~msfem: online (coarse solve)"):
+        solvers.solve(ksp, b, x, f"coarse solve ({A.getSize()[0]} dofs)")
+    U.x.scatter_forward()
+    t2 = time.perf_counter()
+    ksp.destroy(); A.destroy(); b.destroy()
+    comm = space.hierarchy.comm
+    timings = {"coarse_assemble": comm.allreduce(t1 - t0, op=MPI.MAX),
+               "coarse_solve": comm.allreduce(t2 - t1, op=MPI.MAX)}
+    return CoarseSolution(space, U, timings)
+
+
+def prolongation(space: MultiscaleSpace, V: dolfinx.fem.FunctionSpace) -> PETSc.Mat:
+    r"""The prolongation :math:`P_{f,i} = \phi_i(x_f)` (fine dofs × coarse dofs, MPIAIJ).
+
+    Rows shared by several coarse cells carry the average of the element values (equal
+    for conforming variants). For conforming variants :math:`P^T A_h P = A_H`.
+    """
+    fmap = FineMap(V, space.hierarchy, space)
+    Vc = space.coarse_space
+    bs = space.bs
+    nf = V.dofmap.index_map.size_local * bs
+    nc = Vc.dofmap.index_map.size_local * bs
+    counts = np.concatenate(fmap.multiplicity()) if space.elements else np.zeros(0)
+    P = PETSc.Mat().createAIJ(((nf, None), (nc, None)), comm=V.mesh.comm)
+    P.setPreallocationNNZ((8 * bs, 8 * bs))
+    P.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
+    for k, e in enumerate(space.elements):
+        rows = fmap.global_dofs[fmap.offsets[k]:fmap.offsets[k + 1]].astype(PETSc.IntType)
+        cols = _global_indices(Vc, e.coarse_dofs).astype(PETSc.IntType)
+        w = counts[fmap.offsets[k]:fmap.offsets[k + 1]]
+        P.setValues(rows, cols, e.phi / w[:, None], addv=PETSc.InsertMode.ADD_VALUES)
+    P.assemble()
+    return P

@@ -1,0 +1,403 @@
+r"""Multiscale coefficient fields :math:`a(x)`, usable in UFL forms on any mesh.
+
+A :class:`Field` can always be *evaluated* at points (NumPy) and, when it has a closed
+form, be written *symbolically* in UFL. :func:`as_ufl` turns a field into a UFL
+expression on a given mesh: the symbolic form when there is one (exact at every
+quadrature point), otherwise a piecewise-constant (DG0) interpolant sampled at cell
+midpoints -- exact for fields that are constant on the fine cells (checkerboards,
+channels aligned with the fine grid).
+
+Random fields are functions of the *global* coordinates and a seed only, so the same
+field is produced for any number of MPI ranks and for any patch mesh.
+
+Fields with a period :math:`\varepsilon` report it in :attr:`Field.eps`;
+:func:`check_resolution` warns when the fine mesh has fewer than 8 cells per period.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ufl
+
+from msfem import _runtime  # noqa: F401  (MPI ordering)
+
+import dolfinx  # noqa: E402  (after _runtime)
+
+#: Fine cells per period below which :func:`check_resolution` warns.
+MIN_CELLS_PER_PERIOD = 8
+
+
+class UnresolvedScaleWarning(UserWarning):
+    """The fine mesh does not resolve the oscillation scale ε."""
+
+
+class _Namespace:
+    """Math namespace so one callable can build both NumPy and UFL expressions."""
+
+    def __init__(self, lib: Any):
+        self.sin, self.cos, self.exp, self.sqrt = lib.sin, lib.cos, lib.exp, lib.sqrt
+        self.pi = np.pi
+        self.lib = lib
+
+
+NUMPY = _Namespace(np)
+UFL = _Namespace(ufl)
+
+
+class Field:
+    """A coefficient field :math:`a(x)`, scalar (``shape == ()``) or a (d, d) tensor.
+
+    Subclasses implement :meth:`evaluate` and, when the field has a closed form,
+    :meth:`symbolic`.
+    """
+
+    shape: tuple[int, ...] = ()
+    #: Oscillation scale (period or correlation length), ``None`` when not multiscale.
+    eps: float | None = None
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        """Values at points ``x`` of shape (3, n); returns (n,) or (d, d, n)."""
+        raise NotImplementedError(type(self).__name__ + " must implement evaluate()")
+
+    def symbolic(self, x: ufl.SpatialCoordinate) -> ufl.core.expr.Expr | None:
+        """A UFL expression of the spatial coordinate ``x``, or None if there is none."""
+        return None
+
+
+def _vectorise(values: Any, n: int) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return np.broadcast_to(values, (n,)).copy() if values.ndim == 0 else values
+
+
+@dataclass(frozen=True)
+class ConstantField(Field):
+    """A constant scalar or tensor coefficient (the no-microstructure limit)."""
+
+    value: float | Sequence[Sequence[float]]
+
+    @property
+    def shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return np.shape(self.value)
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        v = np.asarray(self.value, dtype=float)
+        return np.broadcast_to(v[..., None], v.shape + (x.shape[1],)).copy()
+
+    def symbolic(self, x):
+        v = np.asarray(self.value, dtype=float)
+        if v.ndim == 2:
+            return ufl.as_matrix(v.tolist())
+        return ufl.as_vector(v.tolist()) if v.ndim == 1 else float(v)
+
+
+@dataclass(frozen=True)
+class HouWu(Field):
+    r"""Hou & Wu (1997), eq. (4.1), J. Comput. Phys. 134:169-189.
+
+    .. math::
+        a(x, y) = \frac{2 + P\sin(2\pi x/\varepsilon)}{2 + P\cos(2\pi y/\varepsilon)}
+                + \frac{2 + \sin(2\pi y/\varepsilon)}{2 + P\sin(2\pi x/\varepsilon)}
+    """
+
+    eps: float
+    P: float = 1.8
+
+    def _formula(self, x, ns):
+        k = 2 * np.pi / self.eps
+        sx, cy, sy = ns.sin(k * x[0]), ns.cos(k * x[1]), ns.sin(k * x[1])
+        return (2 + self.P * sx) / (2 + self.P * cy) + (2 + sy) / (2 + self.P * sx)
+
+    def evaluate(self, x):
+        return self._formula(x, NUMPY)
+
+    def symbolic(self, x):
+        return self._formula(x, UFL)
+
+
+@dataclass(frozen=True)
+class Periodic(Field):
+    r"""A periodic field :math:`a(x/\varepsilon)` from a cell function :math:`a(y)`.
+
+    ``cell_function(y, ns)`` gets the fast variable ``y = x/ε`` and a math namespace
+    ``ns`` (``ns.sin``, ``ns.cos``, ``ns.exp``, ``ns.sqrt``, ``ns.pi``) that is NumPy
+    for evaluation and UFL for forms, so one function serves both. Its period in ``y``
+    must be 1. Return a scalar, or a nested (d, d) list for a tensor (set ``shape``).
+    """
+
+    cell_function: Callable[[Any, _Namespace], Any]
+    eps: float
+    shape: tuple[int, ...] = ()
+
+    def evaluate(self, x):
+        y = x / self.eps
+        value = self.cell_function(y, NUMPY)
+        if self.shape:
+            return np.array([[_vectorise(v, x.shape[1]) for v in row] for row in value])
+        return _vectorise(value, x.shape[1])
+
+    def symbolic(self, x):
+        value = self.cell_function(x / self.eps, UFL)
+        return ufl.as_matrix(value) if self.shape else value
+
+
+@dataclass(frozen=True)
+class Laminate(Field):
+    r"""Layers of period ε normal to ``direction``: :math:`a = a_1` on a fraction ``f``.
+
+    Effective value: arithmetic mean :math:`\langle a\rangle` along the layers,
+    harmonic mean :math:`\langle a^{-1}\rangle^{-1}` across them.
+    """
+
+    a1: float
+    a2: float
+    eps: float
+    direction: int = 0
+    fraction: float = 0.5
+
+    def evaluate(self, x):
+        t = np.mod(x[self.direction] / self.eps, 1.0)
+        return np.where(t < self.fraction - 1e-12, self.a1, self.a2)
+
+
+@dataclass(frozen=True)
+class Checkerboard(Field):
+    r"""Periodic checkerboard of squares of side ε/2 (in 2D :math:`a^* = \sqrt{a_1 a_2}`)."""
+
+    a1: float
+    a2: float
+    eps: float
+    dim: int = 2
+
+    def evaluate(self, x):
+        idx = np.floor(2 * x[: self.dim] / self.eps + 1e-12).astype(np.int64).sum(axis=0)
+        return np.where(idx % 2 == 0, self.a1, self.a2)
+
+
+@dataclass(frozen=True)
+class Inclusions(Field):
+    """Periodic circular (2D) / spherical (3D) inclusions of ``radius`` (in units of ε)."""
+
+    matrix: float
+    inclusion: float
+    eps: float
+    radius: float = 0.25
+    dim: int = 2
+
+    def evaluate(self, x):
+        y = np.mod(x[: self.dim] / self.eps, 1.0) - 0.5
+        return np.where((y**2).sum(axis=0) < self.radius**2, self.inclusion, self.matrix)
+
+
+def _cell_index(x: np.ndarray, origin: np.ndarray, size: float, dim: int) -> np.ndarray:
+    return np.floor((x[:dim] - origin[:dim, None]) / size + 1e-12).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class RandomCheckerboard(Field):
+    """Random checkerboard: each square of side ``cell`` is ``a1`` with probability ``p``.
+
+    The phases are drawn with ``numpy.random.default_rng(seed)`` on the global grid of
+    ``ncells`` squares starting at ``origin``, so every rank and every patch sees the same
+    field.
+    """
+
+    a1: float
+    a2: float
+    cell: float
+    seed: int
+    ncells: tuple[int, ...] = (64, 64)
+    p: float = 0.5
+    origin: tuple[float, ...] = (0.0, 0.0, 0.0)
+
+    @property
+    def eps(self) -> float:  # type: ignore[override]
+        return self.cell
+
+    def phases(self) -> np.ndarray:
+        """The phase indicator (True = a1) on the global grid of squares."""
+        return np.random.default_rng(self.seed).random(self.ncells) < self.p
+
+    def evaluate(self, x):
+        dim = len(self.ncells)
+        idx = _cell_index(x, np.asarray(self.origin + (0.0,) * 3), self.cell, dim)
+        idx = np.clip(idx, 0, np.array(self.ncells)[:, None] - 1)
+        return np.where(self.phases()[tuple(idx)], self.a1, self.a2)
+
+
+@dataclass(frozen=True)
+class LogNormal(Field):
+    r"""Log-normal random field :math:`a = \exp(\mu + \sigma g(x))`.
+
+    :math:`g` is a stationary Gaussian field with covariance
+    :math:`\exp(-|r|^2/(2\ell^2))`, sampled by ``modes`` random Fourier features
+    :math:`g = \sqrt{2/K}\sum_k \cos(w_k\cdot x + b_k)`, :math:`w_k\sim N(0, \ell^{-2})`,
+    :math:`b_k\sim U(0, 2\pi)` drawn from ``seed`` -- a function of x only, hence the same
+    on any number of ranks.
+    """
+
+    mu: float
+    sigma: float
+    correlation_length: float
+    seed: int
+    modes: int = 256
+    dim: int = 2
+
+    @property
+    def eps(self) -> float:  # type: ignore[override]
+        return self.correlation_length
+
+    def evaluate(self, x):
+        rng = np.random.default_rng(self.seed)
+        w = rng.normal(0.0, 1.0 / self.correlation_length, (self.modes, self.dim))
+        b = rng.uniform(0.0, 2 * np.pi, self.modes)
+        g = np.sqrt(2.0 / self.modes) * np.cos(w @ x[: self.dim] + b[:, None]).sum(axis=0)
+        return np.exp(self.mu + self.sigma * g)
+
+
+@dataclass(frozen=True)
+class Boxes(Field):
+    """Background value with axis-aligned boxes of another value (high-contrast media).
+
+    ``boxes`` is a list of (lower corner, upper corner). See :func:`channels` and
+    :func:`square_inclusions` for the GMsFEM-style configurations (contrast up to 1e6).
+    """
+
+    background: float
+    value: float
+    boxes: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...] = field(default=())
+    scale: float | None = None
+
+    @property
+    def eps(self) -> float | None:  # type: ignore[override]
+        return self.scale
+
+    def evaluate(self, x):
+        inside = np.zeros(x.shape[1], dtype=bool)
+        for lo, hi in self.boxes:
+            d = len(lo)
+            inside |= np.all(
+                (x[:d] > np.array(lo)[:, None] - 1e-12) & (x[:d] < np.array(hi)[:, None] + 1e-12),
+                axis=0,
+            )
+        return np.where(inside, self.value, self.background)
+
+
+def channels(contrast: float, number: int, width: float, length: tuple[float, float] = (0.1, 0.9),
+             background: float = 1.0) -> Boxes:
+    """``number`` horizontal high-conductivity channels of ``width`` in the unit square."""
+    ys = (np.arange(number) + 0.5) / number
+    boxes = tuple(((length[0], y - width / 2), (length[1], y + width / 2)) for y in ys)
+    return Boxes(background, background * contrast, boxes, scale=width)
+
+
+def square_inclusions(contrast: float, per_direction: int, size: float,
+                      background: float = 1.0) -> Boxes:
+    """A regular array of square high-contrast inclusions of side ``size`` in the unit square."""
+    c = (np.arange(per_direction) + 0.5) / per_direction
+    boxes = tuple(((x - size / 2, y - size / 2), (x + size / 2, y + size / 2)) for x in c for y in c)
+    return Boxes(background, background * contrast, boxes, scale=size)
+
+
+@dataclass(frozen=True)
+class UserField(Field):
+    """A user's callable: ``numpy_function(x)`` with x of shape (3, n); optionally
+    ``ufl_function(x)`` with x the UFL spatial coordinate for an exact symbolic form."""
+
+    numpy_function: Callable[[np.ndarray], np.ndarray]
+    ufl_function: Callable[[Any], Any] | None = None
+    shape: tuple[int, ...] = ()
+    eps: float | None = None
+
+    def evaluate(self, x):
+        return np.asarray(self.numpy_function(x), dtype=float)
+
+    def symbolic(self, x):
+        return None if self.ufl_function is None else self.ufl_function(x)
+
+
+class FieldOnMesh:
+    """A field as a UFL expression on one mesh, with :meth:`refresh` after the mesh moved.
+
+    Symbolic fields need no refresh; sampled ones re-interpolate their DG0 function.
+    """
+
+    def __init__(self, fld: Field, mesh: dolfinx.mesh.Mesh):
+        self.field = fld
+        expr = fld.symbolic(ufl.SpatialCoordinate(mesh))
+        self.function: dolfinx.fem.Function | None = None
+        if expr is None:
+            shape = tuple(fld.shape)
+            V = dolfinx.fem.functionspace(mesh, ("DG", 0, shape) if shape else ("DG", 0))
+            self.function = dolfinx.fem.Function(V)
+            expr = self.function
+            self.refresh()
+        self.expr = expr
+
+    def refresh(self) -> None:
+        """Re-sample the field on the (possibly moved) mesh."""
+        if self.function is None:
+            return
+        shape = tuple(self.field.shape)
+        self.function.interpolate(
+            lambda x: self.field.evaluate(x).reshape(int(np.prod(shape, dtype=int)), -1)
+            if shape else self.field.evaluate(x)
+        )
+
+
+def as_ufl(fld: Field | float, mesh: dolfinx.mesh.Mesh) -> FieldOnMesh:
+    """Return ``fld`` on ``mesh`` (numbers become :class:`ConstantField`)."""
+    if not isinstance(fld, Field):
+        fld = ConstantField(fld)
+    return FieldOnMesh(fld, mesh)
+
+
+def check_positive(fld: Field, points: np.ndarray, name: str = "coefficient") -> None:
+    """Raise ValueError if ``fld`` is not (uniformly) positive definite at ``points`` (3, n)."""
+    if points.shape[1] == 0:
+        return
+    values = fld.evaluate(points)
+    if values.ndim == 1:
+        worst = int(np.argmin(values))
+        smallest = values[worst]
+    else:
+        d = values.shape[0]
+        mats = np.moveaxis(values.reshape(d, d, -1), -1, 0)
+        if not np.allclose(mats, np.swapaxes(mats, 1, 2), atol=1e-12 * np.abs(mats).max()):
+            eig = np.linalg.eigvals(mats).real
+        else:
+            eig = np.linalg.eigvalsh(mats)
+        lam = eig.min(axis=1)
+        worst = int(np.argmin(lam))
+        smallest = lam[worst]
+    if not np.isfinite(smallest) or smallest <= 0:
+        x = np.round(points[:, worst], 6).tolist()
+        raise ValueError(
+            f"{name} {type(fld).__name__} is not positive definite: value {smallest:.4g} at "
+            f"x = {x}. Diffusion coefficients must satisfy a(x) >= alpha > 0 everywhere; "
+            f"change the field parameters."
+        )
+
+
+def check_resolution(fld: Field, h: float, *, stacklevel: int = 2) -> float | None:
+    """Warn (:class:`UnresolvedScaleWarning`) if ``fld.eps / h < 8``; return ``eps/h``."""
+    eps = getattr(fld, "eps", None)
+    if eps is None:
+        return None
+    ratio = eps / h
+    if ratio < MIN_CELLS_PER_PERIOD:
+        warnings.warn(
+            UnresolvedScaleWarning(
+                f"{type(fld).__name__}: eps = {eps:.4g} is resolved by only eps/h = {ratio:.2f} "
+                f"fine cells (h = {h:.4g}); at least {MIN_CELLS_PER_PERIOD} are needed for a "
+                f"trustworthy fine solution -- increase M (fine cells per coarse cell) to "
+                f">= {int(np.ceil(MIN_CELLS_PER_PERIOD * h / eps * 1.0))}x its value or use a "
+                f"larger eps."
+            ),
+            stacklevel=stacklevel,
+        )
+    return ratio

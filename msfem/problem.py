@@ -1,0 +1,255 @@
+r"""The boundary value problem: a user's UFL bilinear form and the data around it.
+
+A :class:`Problem` is *data*: the bilinear form is a callable
+``bilinear(u, v, **coefficients) -> ufl.Form`` that msfem calls on whatever mesh it
+needs -- the distributed fine mesh for the reference solution, small patch meshes on
+``COMM_SELF`` for the multiscale basis -- with every named :class:`~msfem.coefficients.Field`
+turned into a UFL expression on that mesh. Nothing in msfem assumes "diffusion".
+
+Model problems (:func:`diffusion`, :func:`elasticity`, :func:`reaction_diffusion`) are
+ready-made instances:
+
+.. math::
+    -\nabla\cdot(A\nabla u) = f, \qquad
+    -\nabla\cdot\sigma(u) = f,\ \sigma = \lambda\,\mathrm{tr}\,\varepsilon(u) I + 2\mu\,\varepsilon(u),
+    \qquad -\nabla\cdot(A\nabla u) + c\,u = f,
+
+with Dirichlet data :math:`u = g` on :math:`\Gamma_D` and Neumann data
+:math:`(\text{flux})\cdot n = t` on :math:`\Gamma_N`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from msfem import _runtime  # noqa: F401
+from msfem.coefficients import Field, FieldOnMesh, as_ufl
+
+import dolfinx  # noqa: E402
+import ufl  # noqa: E402
+
+Marker = Callable[[np.ndarray], np.ndarray]
+Value = float | Sequence[float] | Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Dirichlet:
+    """``u = value`` on the boundary facets where ``marker(x)`` holds (None: all of ∂Ω).
+
+    ``value`` is a number, a vector, or a NumPy callable of x (3, n).
+    """
+
+    value: Value = 0.0
+    marker: Marker | None = None
+
+
+@dataclass(frozen=True)
+class Neumann:
+    """Boundary flux/traction ``value`` on the facets of ∂Ω where ``marker(x)`` holds.
+
+    Enters the load as :math:`\\int_{\\Gamma_N} t\\cdot v\\,ds`.
+    """
+
+    value: Field | float | Sequence[float]
+    marker: Marker
+
+
+def _everywhere(x: np.ndarray) -> np.ndarray:
+    return np.ones(x.shape[1], dtype=bool)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A linear elliptic problem ``a(u, v) = L(v)`` built from user callables.
+
+    Args:
+        bilinear: ``bilinear(u, v, **coefficients) -> ufl.Form`` (integrals over ``dx``).
+        coefficients: named fields passed to ``bilinear`` as UFL expressions.
+        source: body load f (scalar, vector, or a Field) -- ``L(v) = ∫ f·v dx + ...``.
+        shape: value shape of the unknown: ``()`` scalar, ``(d,)`` vector.
+        dirichlet: Dirichlet conditions (default: u = 0 on all of ∂Ω).
+        neumann: Neumann conditions on parts of ∂Ω.
+        degree: Lagrange degree of the fine space.
+        near_nullspace: ``"constant"`` or ``"rigid"`` (GAMG near-null space); default from
+            ``shape``.
+        name: label used in outputs.
+    """
+
+    bilinear: Callable[..., ufl.Form]
+    coefficients: Mapping[str, Field | float] = field(default_factory=dict)
+    source: Field | float | Sequence[float] = 0.0
+    shape: tuple[int, ...] = ()
+    dirichlet: Sequence[Dirichlet] = (Dirichlet(),)
+    neumann: Sequence[Neumann] = ()
+    degree: int = 1
+    near_nullspace: str | None = None
+    name: str = "problem"
+
+    @property
+    def block_size(self) -> int:
+        """Number of components of the unknown."""
+        return int(np.prod(self.shape, dtype=int))
+
+    def function_space(self, mesh: dolfinx.mesh.Mesh) -> dolfinx.fem.FunctionSpace:
+        """The fine Lagrange space of this problem on ``mesh``."""
+        return dolfinx.fem.functionspace(mesh, ("Lagrange", self.degree, self.shape))
+
+    def discretise(self, V: dolfinx.fem.FunctionSpace,
+                   boundary_facets: Callable[[Marker], np.ndarray] | None = None) -> Discretisation:
+        """Compile ``a`` and ``L`` on the mesh of ``V``.
+
+        ``boundary_facets(marker)`` returns the facets of ∂Ω where marker holds (for
+        patch meshes only those lying on ∂Ω); default: exterior facets of V's mesh.
+        """
+        return Discretisation(self, V, boundary_facets)
+
+
+class Discretisation:
+    """The compiled forms of a :class:`Problem` on one mesh, refreshable after moving it.
+
+    ``a``/``L`` are dolfinx forms; ``fields`` hold the coefficients on this mesh.
+    """
+
+    def __init__(self, problem: Problem, V: dolfinx.fem.FunctionSpace,
+                 boundary_facets: Callable[[Marker], np.ndarray] | None = None):
+        self.problem, self.V = problem, V
+        mesh = V.mesh
+        tdim = mesh.topology.dim
+        if boundary_facets is None:
+            def boundary_facets(marker):
+                return dolfinx.mesh.locate_entities_boundary(mesh, tdim - 1, marker)
+        self.boundary_facets = boundary_facets
+        self.fields: dict[str, FieldOnMesh] = {
+            k: as_ufl(f, mesh) for k, f in problem.coefficients.items()
+        }
+        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        self.a_ufl = problem.bilinear(u, v, **self.coefficient_expressions())
+        self.a = dolfinx.fem.form(self.a_ufl)
+        self._sources = [as_ufl(problem.source, mesh)] if _nonzero(problem.source) else []
+        L = 0
+        if self._sources:
+            L = ufl.inner(self._as_value(self._sources[0].expr), v) * ufl.dx
+        ds_terms = []
+        if problem.neumann:
+            facets, tags = [], []
+            for k, bc in enumerate(problem.neumann):
+                f = np.asarray(boundary_facets(bc.marker), dtype=np.int32)
+                facets.append(f)
+                tags.append(np.full(len(f), k + 1, dtype=np.int32))
+            facets = np.concatenate(facets)
+            order = np.argsort(facets)
+            facets, tags = facets[order], np.concatenate(tags)[order]
+            facets, first = np.unique(facets, return_index=True)
+            mt = dolfinx.mesh.meshtags(mesh, tdim - 1, facets, tags[first])
+            ds = ufl.Measure("ds", domain=mesh, subdomain_data=mt)
+            for k, bc in enumerate(problem.neumann):
+                t = as_ufl(bc.value, mesh)
+                self._sources.append(t)
+                ds_terms.append(ufl.inner(self._as_value(t.expr), v) * ds(k + 1))
+        for term in ds_terms:
+            L = L + term
+        if isinstance(L, int):  # no load at all: L = 0 * v * dx
+            zero = ufl.as_vector([0.0] * problem.block_size) if problem.shape else 0.0
+            L = ufl.inner(zero, v) * ufl.dx
+        self.L_ufl = L
+        self.L = dolfinx.fem.form(L)
+
+    def _as_value(self, expr):
+        if self.problem.shape and not hasattr(expr, "ufl_shape"):
+            return ufl.as_vector(np.broadcast_to(expr, self.problem.shape).tolist())
+        if self.problem.shape and expr.ufl_shape == ():
+            return ufl.as_vector([expr] * self.problem.block_size)
+        return expr
+
+    def coefficient_expressions(self) -> dict[str, Any]:
+        """The coefficients as UFL expressions on this mesh."""
+        return {k: f.expr for k, f in self.fields.items()}
+
+    def refresh(self) -> None:
+        """Re-sample sampled coefficients after the mesh geometry moved."""
+        for f in list(self.fields.values()) + self._sources:
+            f.refresh()
+
+    def energy_form(self, w: dolfinx.fem.Function) -> dolfinx.fem.Form:
+        """The functional :math:`a(w, w)` (the squared energy norm of ``w``)."""
+        return dolfinx.fem.form(self.problem.bilinear(w, w, **self.coefficient_expressions()))
+
+    def dirichlet_bcs(self) -> list[dolfinx.fem.DirichletBC]:
+        """dolfinx Dirichlet conditions on the facets of ∂Ω selected by the markers."""
+        bcs = []
+        V = self.V
+        fdim = V.mesh.topology.dim - 1
+        for bc in self.problem.dirichlet:
+            facets = self.boundary_facets(bc.marker or _everywhere)
+            dofs = dolfinx.fem.locate_dofs_topological(V, fdim, facets)
+            g = dolfinx.fem.Function(V)
+            g.interpolate(_interpolant(bc.value, self.problem.shape))
+            bcs.append(dolfinx.fem.dirichletbc(g, dofs))
+        return bcs
+
+
+def _nonzero(value) -> bool:
+    if isinstance(value, Field):
+        return True
+    return bool(np.any(np.asarray(value, dtype=float) != 0))
+
+
+def _interpolant(value: Value, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    if callable(value):
+        return lambda x: np.asarray(value(x), dtype=float)
+    v = np.asarray(value, dtype=float)
+    if shape:
+        v = np.broadcast_to(v, shape)
+        return lambda x: np.tile(v.reshape(-1, 1), (1, x.shape[1]))
+    return lambda x: np.full(x.shape[1], float(v))
+
+
+def dirichlet_values(bc: Dirichlet, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Values of ``bc`` at points ``x`` (3, n): shape (bs, n)."""
+    vals = _interpolant(bc.value, shape)(x)
+    return vals.reshape(-1, x.shape[1])
+
+
+# ---------------------------------------------------------------------- model problems
+def diffusion(a: Field | float, f: Field | float = 1.0, **kwargs) -> Problem:
+    r"""Scalar diffusion :math:`-\nabla\cdot(a\nabla u) = f` (a scalar or tensor field)."""
+    def bilinear(u, v, a):
+        return ufl.inner(a * ufl.grad(u), ufl.grad(v)) * ufl.dx
+
+    kwargs.setdefault("name", "diffusion")
+    return Problem(bilinear=bilinear, coefficients={"a": a}, source=f, **kwargs)
+
+
+def reaction_diffusion(A: Field | float, c: Field | float, f: Field | float = 1.0,
+                       **kwargs) -> Problem:
+    r""":math:`-\nabla\cdot(A\nabla u) + c u = f` with tensor or scalar A."""
+    def bilinear(u, v, A, c):
+        return (ufl.inner(A * ufl.grad(u), ufl.grad(v)) + c * u * v) * ufl.dx
+
+    kwargs.setdefault("name", "reaction-diffusion")
+    return Problem(bilinear=bilinear, coefficients={"A": A, "c": c}, source=f, **kwargs)
+
+
+def elasticity(E: Field | float, nu: float = 0.3, f: Sequence[float] | Field = (0.0, -1.0),
+               dim: int = 2, **kwargs) -> Problem:
+    r"""Linear elasticity with Young's modulus :math:`E(x)` and Poisson ratio ν (plane strain
+    in 2D): :math:`a(u, v) = \int \lambda\,\mathrm{div}u\,\mathrm{div}v +
+    2\mu\,\varepsilon(u):\varepsilon(v)`, :math:`\lambda = E\nu/((1+\nu)(1-2\nu))`,
+    :math:`\mu = E/(2(1+\nu))`."""
+    if not -1 < nu < 0.5:
+        raise ValueError(f"Poisson ratio nu must lie in (-1, 0.5), got {nu}")
+    lam_factor = nu / ((1 + nu) * (1 - 2 * nu))
+    mu_factor = 1 / (2 * (1 + nu))
+
+    def bilinear(u, v, E):
+        eps_u, eps_v = ufl.sym(ufl.grad(u)), ufl.sym(ufl.grad(v))
+        return (lam_factor * E * ufl.tr(eps_u) * ufl.tr(eps_v)
+                + 2 * mu_factor * E * ufl.inner(eps_u, eps_v)) * ufl.dx
+
+    kwargs.setdefault("name", "elasticity")
+    return Problem(bilinear=bilinear, coefficients={"E": E}, source=f, shape=(dim,),
+                   near_nullspace="rigid", **kwargs)
