@@ -40,6 +40,9 @@ from msfem.coefficients import (
     channels,
     square_inclusions,
 )
+from msfem.basis import VARIANTS, MultiscaleSpace
+from msfem.coarse import CoarseSolution, prolongation
+from msfem.coarse import solve as solve_coarse
 from msfem.fine import FineSolution, solve_fine
 from msfem.mesh import Oversampling, RefinedHierarchy, StructuredHierarchy
 from msfem.problem import Dirichlet, Neumann, Problem, diffusion, elasticity, reaction_diffusion
@@ -48,6 +51,7 @@ from msfem.solvers import SolverError
 __version__ = "0.1.0"
 
 __all__ = [
+    "CoarseSolution", "MultiscaleSpace", "VARIANTS", "prolongation", "solve_coarse",
     "Boxes", "Checkerboard", "ConstantField", "Dirichlet", "Field", "FineSolution", "HouWu",
     "Inclusions", "Laminate", "LogNormal", "Neumann", "Oversampling", "Periodic", "Problem",
     "RandomCheckerboard", "RefinedHierarchy", "SolverError", "StructuredHierarchy",

@@ -14,6 +14,8 @@ once). The basis of K is the combination
 
 so that :math:`\phi_i(x_k) = \delta_{ik}`. A :class:`Variant` is the choice of
 
+* ``"standard"`` has no local problems: :math:`\phi_i = N_i`, the coarse nodal
+  functions, i.e. the standard coarse FEM with the fine-scale quadrature of the form,
 * the patch (``oversampling``: 0 layers → S = K, conforming),
 * the boundary data :math:`g_j` (``"polynomial"``: a basis of the coarse element's space,
   P1 :math:`\{1, \xi_1, \dots\}` or Q1 :math:`\{1, \xi_1, \xi_2, \xi_1\xi_2, \dots\}`,
@@ -24,7 +26,7 @@ so that :math:`\phi_i(x_k) = \delta_{ik}`. A :class:`Variant` is the choice of
 
 =================  ===========  ==========  ===============  ============================
 variant            patch        boundary    test             reference
-=================  ===========  ==========  ===============  ============================
+standard           --           --          Galerkin         coarse P1/Q1 FEM (LFEM)
 linear             K            polynomial  Galerkin         Hou & Wu (1997) MFEM-L
 oscillatory        K            oscillatory Galerkin         Hou & Wu (1997) MFEM-O
 oversampling       S ⊋ K        polynomial  Galerkin         Hou & Wu (1997) §3.4; EHW (2000)
@@ -75,6 +77,7 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
+    "standard": Variant("standard", "none", "galerkin", False),
     "linear": Variant("linear", "polynomial", "galerkin", False),
     "oscillatory": Variant("oscillatory", "oscillatory", "galerkin", False),
     "oversampling": Variant("oversampling", "polynomial", "galerkin", True),
@@ -428,6 +431,10 @@ class MultiscaleSpace:
         else:
             corners = K_vertices
 
+        if self.variant.boundary == "none":
+            return self._element(cell, Kmesh, K_key, self._nodal(Kmesh, K_vertices, center),
+                                 _petsc_to_csr(Kmesh.assemble()), K_vertices, center)
+
         # local problems on S: A_II Ψ_I = -A_IB G
         A_S = S.assemble()
         self._factorise(S, A_S, cell)
@@ -460,22 +467,29 @@ class MultiscaleSpace:
                 f"vertices; reduce the oversampling") from err
         phi = psi_K @ C
 
-        # element matrix and load
         A_K = A_csr if not oversampled else _petsc_to_csr(Kmesh.assemble())
+        return self._element(cell, Kmesh, K_key, phi, A_K, K_vertices, center)
+
+    def _nodal(self, Kmesh: _LocalMesh, K_vertices: np.ndarray, center: np.ndarray) -> np.ndarray:
+        """The coarse nodal functions N_i at the fine dofs of K (vector: per component)."""
+        h = self.hierarchy
+        poly = polynomial_basis(h.cell_type, (Kmesh.dof_coordinates() - center) / h.H)
+        Pv = polynomial_basis(h.cell_type, (K_vertices - center) / h.H)
+        N_scalar = poly @ np.linalg.inv(Pv)
+        N = np.zeros((N_scalar.shape[0] * self.bs, N_scalar.shape[1] * self.bs))
+        for c in range(self.bs):
+            N[c::self.bs, c::self.bs] = N_scalar
+        return N
+
+    def _element(self, cell: int, Kmesh: _LocalMesh, K_key: tuple, phi: np.ndarray,
+                 A_K: sp.csr_matrix, K_vertices: np.ndarray, center: np.ndarray) -> ElementBasis:
+        """Element matrix :math:`a_K(\\phi_j, w_i)` and load :math:`L_K(w_i)`."""
         b_K = Kmesh.load()
-        if self.variant.test == "petrov-galerkin":
-            xK = Kmesh.dof_coordinates()
-            poly = polynomial_basis(h.cell_type, (xK - center) / h.H)
-            Pv = polynomial_basis(h.cell_type, (K_vertices - center) / h.H)
-            N_scalar = poly @ np.linalg.inv(Pv)  # coarse nodal functions at K's dofs
-            W = np.zeros_like(phi)
-            for c in range(self.bs):
-                W[c::self.bs, c::self.bs] = N_scalar
-        else:
-            W = phi
+        W = self._nodal(Kmesh, K_vertices, center) if self.variant.test == "petrov-galerkin" \
+            else phi
         A_e = W.T @ (A_K @ phi)
         b_e = W.T @ b_K
-        lattice = h.lattice_ids(Kmesh.dof_coordinates(), self.problem.degree)
+        lattice = self.hierarchy.lattice_ids(Kmesh.dof_coordinates(), self.problem.degree)
         return ElementBasis(cell, np.zeros(0, dtype=np.int64), lattice, phi, A_e, b_e,
                             sp.csr_matrix(A_K), K_key)
 

@@ -54,6 +54,25 @@ class CoarseSolution:
         self.timings["reconstruct"] = time.perf_counter() - t0
         return u
 
+    def errors(self, u_ref: dolfinx.fem.Function) -> dict[str, float]:
+        """Errors against a fine reference on the hierarchy's fine mesh.
+
+        Relative and absolute broken L2, H1-seminorm and energy errors of the
+        reconstruction, and nodal max / l2 errors at the coarse vertices.
+        """
+        from msfem import norms
+
+        h = self.space.hierarchy
+        fmap = self.fine_map(u_ref.function_space)
+        out = norms.broken_errors(self.space, self.U, fmap.gather(u_ref), h.comm)
+        Vc = self.space.coarse_space
+        n_owned = Vc.dofmap.index_map.size_local
+        xc = Vc.tabulate_dof_coordinates()[:n_owned, : h.dim]
+        ref = fmap.values_at(u_ref, h.lattice_ids(xc, self.space.problem.degree))
+        vals = self.U.x.array[: n_owned * self.space.bs].reshape(n_owned, -1)
+        out.update(norms.nodal_errors(vals, ref, h.H, h.comm))
+        return out
+
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
         """The map between element-local fine dofs and the distributed fine space."""
         if self._fine_map is None or (V is not None and self._fine_map.V is not V):
@@ -83,7 +102,7 @@ class FineMap:
         all_lat = (np.concatenate([e.lattice for e in space.elements])
                    if space.elements else np.zeros(0, dtype=np.int64))
         blocks = np.asarray(ao.app2petsc(all_lat.astype(PETSc.IntType)), dtype=np.int64)
-        ao.destroy()
+        self._ao = ao
         self.global_dofs = (blocks[:, None] * bs + np.arange(bs)).ravel()
         self.offsets = np.concatenate([[0], np.cumsum(np.array(self.sizes, dtype=int) * bs)])
         self._scatter = None
@@ -100,6 +119,20 @@ class FineMap:
                               mode=PETSc.ScatterMode.FORWARD)
         arr = self._local.getArray(readonly=True).copy()
         return [arr[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def values_at(self, u: dolfinx.fem.Function, lattice: np.ndarray) -> np.ndarray:
+        """Values (n, bs) of ``u`` at fine lattice nodes ``lattice`` (collective)."""
+        blocks = np.asarray(self._ao.app2petsc(np.asarray(lattice, dtype=PETSc.IntType)),
+                            dtype=np.int64)
+        idx = (blocks[:, None] * self.bs + np.arange(self.bs)).ravel()
+        vec = u.x.petsc_vec
+        local = PETSc.Vec().createSeq(len(idx), comm=MPI.COMM_SELF)
+        is_from = PETSc.IS().createGeneral(idx.astype(PETSc.IntType), comm=MPI.COMM_SELF)
+        sc = PETSc.Scatter().create(vec, is_from, local, None)
+        sc.scatter(vec, local, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
+        out = local.getArray(readonly=True).copy().reshape(-1, self.bs)
+        sc.destroy(); local.destroy(); is_from.destroy()
+        return out
 
     def multiplicity(self) -> list[np.ndarray]:
         """For each element, how many owned-cell elements (all ranks) share each fine dof."""

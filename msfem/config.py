@@ -1,0 +1,236 @@
+"""TOML configurations: a typed schema, validated before any computation, and builders.
+
+A configuration has the sections ``[mesh]``, ``[coefficient]``, ``[problem]``,
+``[solver]`` (PETSc options of the fine solve), ``[msfem]`` and ``[output]``; tools may
+add their own sections (e.g. ``[study]``) by passing extra schema entries to
+:func:`validate`. Unknown or ill-typed keys raise :class:`ConfigError` naming the key and
+the accepted ones, so a typo never silently runs the default.
+
+Example::
+
+    [mesh]
+    N = 16            # coarse cells per direction
+    M = 16            # fine cells per coarse cell per direction (h = H/M)
+    cell = "quadrilateral"
+
+    [coefficient]
+    type = "hou-wu"
+    eps = 0.03125
+
+    [problem]
+    type = "diffusion"
+    f = -1.0
+
+    [msfem]
+    variant = "oversampling"
+    oversampling = { coarse_layers = 1 }
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from msfem import coefficients as C
+from msfem.mesh import CELL_TYPES, Oversampling, StructuredHierarchy
+from msfem.problem import Dirichlet, Problem, diffusion, elasticity, reaction_diffusion
+
+Number = (int, float)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration (raised before any computation)."""
+
+
+def _is(value: Any, kind: Any) -> bool:
+    if kind is float:
+        return isinstance(value, Number) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number_or_list":
+        return _is(value, float) or (isinstance(value, list) and all(_is(v, float) for v in value))
+    if kind == "list":
+        return isinstance(value, list)
+    if kind == "int_or_table":
+        return _is(value, int) or isinstance(value, dict)
+    if kind == "options":
+        return isinstance(value, dict)
+    if isinstance(kind, tuple) and kind and isinstance(kind[0], str):  # enumeration
+        return value in kind
+    return isinstance(value, kind)
+
+
+def _describe(kind: Any) -> str:
+    if isinstance(kind, tuple) and kind and isinstance(kind[0], str):
+        return "one of " + ", ".join(repr(k) for k in kind)
+    return {float: "a number", int: "an integer", str: "a string", bool: "true/false",
+            "number_or_list": "a number or a list of numbers", "list": "a list",
+            "int_or_table": "an integer (coarse layers) or a table {coarse_layers|ratio|"
+                            "fine_layers = ...}",
+            "options": "a table of PETSc options"}.get(kind, str(kind))
+
+
+COEFFICIENT_TYPES: dict[str, dict[str, Any]] = {
+    "constant": {"value": "number_or_list"},
+    "hou-wu": {"eps": float, "P": float},
+    "laminate": {"a1": float, "a2": float, "eps": float, "direction": int, "fraction": float},
+    "checkerboard": {"a1": float, "a2": float, "eps": float},
+    "inclusions": {"matrix": float, "inclusion": float, "eps": float, "radius": float},
+    "random-checkerboard": {"a1": float, "a2": float, "cell": float, "seed": int, "p": float},
+    "lognormal": {"mu": float, "sigma": float, "correlation_length": float, "seed": int,
+                  "modes": int},
+    "channels": {"contrast": float, "number": int, "width": float},
+    "square-inclusions": {"contrast": float, "per_direction": int, "size": float},
+}
+REQUIRED_COEFFICIENT_KEYS = {
+    "constant": ["value"], "hou-wu": ["eps"], "laminate": ["a1", "a2", "eps"],
+    "checkerboard": ["a1", "a2", "eps"], "inclusions": ["matrix", "inclusion", "eps"],
+    "random-checkerboard": ["a1", "a2", "cell", "seed"],
+    "lognormal": ["mu", "sigma", "correlation_length", "seed"],
+    "channels": ["contrast", "number", "width"],
+    "square-inclusions": ["contrast", "per_direction", "size"],
+}
+
+SCHEMA: dict[str, dict[str, Any]] = {
+    "mesh": {"N": int, "M": int, "cell": tuple(CELL_TYPES), "lower": "list", "upper": "list"},
+    "coefficient": {"type": tuple(COEFFICIENT_TYPES)},  # plus the type's own keys
+    "problem": {"type": ("diffusion", "elasticity", "reaction-diffusion"), "f": "number_or_list",
+                "nu": float, "reaction": float, "dirichlet": "number_or_list", "degree": int},
+    "solver": {"petsc_options": "options"},
+    "msfem": {"variant": ("linear", "oscillatory", "oversampling", "petrov-galerkin"),
+              "oversampling": "int_or_table", "boundary": ("polynomial", "oscillatory"),
+              "coarse_solver": "options", "local_solver": "options"},
+    "output": {"format": ("vtx", "xdmf"), "png": bool, "fields": bool},
+}
+
+
+def validate(cfg: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | None = None,
+             required: tuple[str, ...] = ("mesh", "coefficient")) -> dict[str, Any]:
+    """Check every section and key of ``cfg`` against the schema; return it as a dict.
+
+    Raises:
+        ConfigError: naming the offending section/key and what is accepted.
+    """
+    schema = dict(SCHEMA)
+    schema.update(extra or {})
+    for section in cfg:
+        if section not in schema:
+            raise ConfigError(f"unknown section [{section}]; accepted sections: "
+                              f"{', '.join('[' + s + ']' for s in schema)}")
+        if not isinstance(cfg[section], dict):
+            raise ConfigError(f"[{section}] must be a table")
+    for section in required:
+        if section not in cfg:
+            raise ConfigError(f"missing section [{section}]")
+    for section, table in cfg.items():
+        keys = dict(schema[section])
+        if section == "coefficient":
+            ctype = table.get("type")
+            if ctype not in COEFFICIENT_TYPES:
+                raise ConfigError(f"[coefficient] type = {ctype!r} is not "
+                                  f"{_describe(tuple(COEFFICIENT_TYPES))}")
+            keys.update(COEFFICIENT_TYPES[ctype])
+            for k in REQUIRED_COEFFICIENT_KEYS[ctype]:
+                if k not in table:
+                    raise ConfigError(f"[coefficient] type {ctype!r} needs key {k!r}")
+        if section == "solver":  # free-form PETSc options, scalar values only
+            for k, v in table.items():
+                if not isinstance(v, (str, int, float, bool)):
+                    raise ConfigError(f"[solver] {k} must be a PETSc option value, got {v!r}")
+            continue
+        for key, value in table.items():
+            if key not in keys:
+                raise ConfigError(f"unknown key {key!r} in [{section}]; accepted keys: "
+                                  f"{', '.join(sorted(keys))}")
+            if not _is(value, keys[key]):
+                raise ConfigError(f"[{section}] {key} = {value!r} must be "
+                                  f"{_describe(keys[key])}")
+    mesh = cfg.get("mesh", {})
+    for key in ("N", "M"):
+        if key in mesh and mesh[key] < 1:
+            raise ConfigError(f"[mesh] {key} = {mesh[key]} must be a positive integer")
+    return {k: dict(v) for k, v in cfg.items()}
+
+
+def load(path: str | Path, extra: Mapping[str, Mapping[str, Any]] | None = None,
+         required: tuple[str, ...] = ("mesh", "coefficient")) -> dict[str, Any]:
+    """Read and validate a TOML configuration file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"configuration file {str(path)!r} not found")
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    return validate(cfg, extra, required)
+
+
+# ---------------------------------------------------------------------- builders
+def build_hierarchy(mesh: Mapping[str, Any], comm) -> StructuredHierarchy:
+    """A :class:`StructuredHierarchy` from a ``[mesh]`` table."""
+    for key in ("N", "M"):
+        if key not in mesh:
+            raise ConfigError(f"[mesh] needs {key!r} (coarse cells per direction N, fine cells "
+                              f"per coarse cell M)")
+    return StructuredHierarchy(comm, mesh["N"], mesh["M"], mesh.get("cell", "quadrilateral"),
+                               mesh.get("lower"), mesh.get("upper"))
+
+
+def build_coefficient(table: Mapping[str, Any], dim: int = 2) -> C.Field:
+    """A coefficient :class:`~msfem.coefficients.Field` from a ``[coefficient]`` table."""
+    t = dict(table)
+    kind = t.pop("type")
+    if kind == "constant":
+        return C.ConstantField(t["value"])
+    if kind == "hou-wu":
+        return C.HouWu(**t)
+    if kind == "laminate":
+        return C.Laminate(**t)
+    if kind == "checkerboard":
+        return C.Checkerboard(**t, dim=dim)
+    if kind == "inclusions":
+        return C.Inclusions(**t, dim=dim)
+    if kind == "random-checkerboard":
+        n = int(round(1.0 / t["cell"]))
+        return C.RandomCheckerboard(ncells=(n,) * dim, **t)
+    if kind == "lognormal":
+        return C.LogNormal(**t, dim=dim)
+    if kind == "channels":
+        return C.channels(t["contrast"], t["number"], t["width"])
+    if kind == "square-inclusions":
+        return C.square_inclusions(t["contrast"], t["per_direction"], t["size"])
+    raise ConfigError(f"unknown coefficient type {kind!r}")  # pragma: no cover
+
+
+def build_problem(table: Mapping[str, Any], coefficient: C.Field, dim: int) -> Problem:
+    """A :class:`~msfem.problem.Problem` from a ``[problem]`` table and a coefficient."""
+    kind = table.get("type", "diffusion")
+    bc = (Dirichlet(table.get("dirichlet", 0.0)),)
+    degree = table.get("degree", 1)
+    if kind == "diffusion":
+        return diffusion(coefficient, f=table.get("f", 1.0), dirichlet=bc, degree=degree)
+    if kind == "reaction-diffusion":
+        return reaction_diffusion(coefficient, table.get("reaction", 1.0), f=table.get("f", 1.0),
+                                  dirichlet=bc, degree=degree)
+    f = table.get("f", [0.0] * (dim - 1) + [-1.0])
+    if not isinstance(f, list) or len(f) != dim:
+        raise ConfigError(f"[problem] f for elasticity must be a list of {dim} numbers, got {f!r}")
+    return elasticity(coefficient, nu=table.get("nu", 0.3), f=f, dim=dim, dirichlet=bc,
+                      degree=degree)
+
+
+def build_oversampling(value: Any) -> Oversampling:
+    """An :class:`~msfem.mesh.Oversampling` from an int (coarse layers) or a table."""
+    if isinstance(value, int):
+        return Oversampling(coarse_layers=value)
+    allowed = {"coarse_layers", "ratio", "fine_layers"}
+    unknown = set(value) - allowed
+    if unknown or len(value) != 1:
+        raise ConfigError(f"[msfem] oversampling table must have exactly one of "
+                          f"{sorted(allowed)}, got {sorted(value)}")
+    try:
+        return Oversampling(**value)
+    except ValueError as err:
+        raise ConfigError(f"[msfem] oversampling: {err}") from err
