@@ -29,21 +29,21 @@ import ufl  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 
-def _integral(expr, mesh) -> float:
-    value = dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * ufl.dx(domain=mesh)))
-    return float(mesh.comm.allreduce(value, op=MPI.SUM))
+def _integral(expr, domain) -> float:
+    value = dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * ufl.dx(domain=domain)))
+    return float(domain.ufl_cargo().comm.allreduce(value, op=MPI.SUM))
 
 
 def l2_norm(u) -> float:
     """:math:`\\|u\\|_{L^2(\\Omega)}` of a Function (or UFL expression with a mesh)."""
-    mesh = ufl.domain.extract_unique_domain(u).ufl_cargo()
-    return np.sqrt(_integral(ufl.inner(u, u), mesh))
+    domain = ufl.domain.extract_unique_domain(u)
+    return np.sqrt(_integral(ufl.inner(u, u), domain))
 
 
 def h1_seminorm(u) -> float:
     """:math:`|u|_{H^1(\\Omega)} = \\|\\nabla u\\|_{L^2}`."""
-    mesh = ufl.domain.extract_unique_domain(u).ufl_cargo()
-    return np.sqrt(_integral(ufl.inner(ufl.grad(u), ufl.grad(u)), mesh))
+    domain = ufl.domain.extract_unique_domain(u)
+    return np.sqrt(_integral(ufl.inner(ufl.grad(u), ufl.grad(u)), domain))
 
 
 def energy_norm(disc, u: dolfinx.fem.Function) -> float:

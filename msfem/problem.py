@@ -147,13 +147,15 @@ class Discretisation:
             mt = dolfinx.mesh.meshtags(mesh, tdim - 1, facets, tags[first])
             ds = ufl.Measure("ds", domain=mesh, subdomain_data=mt)
             for k, bc in enumerate(problem.neumann):
+                if not _nonzero(bc.value):
+                    continue
                 t = as_ufl(bc.value, mesh)
                 self._sources.append(t)
                 ds_terms.append(ufl.inner(self._as_value(t.expr), v) * ds(k + 1))
         for term in ds_terms:
             L = L + term
         if isinstance(L, int):  # no load at all: L = 0 * v * dx
-            zero = ufl.as_vector([0.0] * problem.block_size) if problem.shape else 0.0
+            zero = dolfinx.fem.Constant(mesh, np.zeros(problem.shape))
             L = ufl.inner(zero, v) * ufl.dx
         self.L_ufl = L
         self.L = dolfinx.fem.form(L)

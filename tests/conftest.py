@@ -1,0 +1,23 @@
+import pytest
+from mpi4py import MPI
+
+import msfem  # noqa: F401  (imports dolfinx_solver first)
+
+
+def pytest_collection_modifyitems(config, items):
+    if MPI.COMM_WORLD.size > 1:
+        skip = pytest.mark.skip(reason="serial_only: runs in the serial pass of `make test`")
+        for item in items:
+            if "serial_only" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def comm():
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture
+def shared_tmp(tmp_path):
+    """A temporary directory that is the same on every rank (rank 0's tmp_path)."""
+    return MPI.COMM_WORLD.bcast(tmp_path, root=0)
