@@ -356,7 +356,16 @@ class RefinedHierarchy:
         for _ in range(levels):
             fine.topology.create_entities(1)
             fine, p, _ = dolfinx.mesh.refine(fine)
-            parent = parent[p]
+            # dolfinx returns the parents of the owned refined cells in the order they were
+            # created (global input index = rank offset + creation index), before the mesh
+            # reordered them: index through original_cell_index. Ghost fine cells get -1.
+            n_owned = fine.topology.index_map(self.dim).size_local
+            offset = self.comm.exscan(len(p)) or 0
+            order = np.asarray(fine.topology.original_cell_index, dtype=np.int64)[:n_owned]
+            new_parent = np.full(n_owned + fine.topology.index_map(self.dim).num_ghosts, -1,
+                                 dtype=np.int32)
+            new_parent[:n_owned] = parent[np.asarray(p)[order - offset]]
+            parent = new_parent
         self.fine, self.levels = fine, levels
         self.fine_to_coarse = parent
 

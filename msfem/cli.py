@@ -1,0 +1,263 @@
+"""The ``msfem`` command line: one TOML configuration in, one result directory out.
+
+Commands::
+
+    msfem fine  CONFIG.toml --out DIR [--timings]   # fine reference solve
+    msfem solve CONFIG.toml --out DIR [--timings]   # MsFEM + fine reference + errors
+    msfem study CONFIG.toml --out DIR               # msfem.study.run_study
+    msfem homogenize CONFIG.toml [--json]           # msfem.homogenization.cli.homogenize
+    msfem rve   CONFIG.toml --out DIR               # msfem.homogenization.cli.rve
+    msfem --version
+
+Run in parallel with ``mpiexec -n 4 msfem solve ...``. The configuration is validated by
+:func:`msfem.config.load` before anything is computed. A result directory ``DIR`` holds
+``metrics.json`` (numbers, timings and the configuration echoed), the fields (VTX ``.bp``
+or XDMF, ``[output] format``) and a PNG (``[output] png``); it is written through
+:func:`msfem._runtime.atomic_directory`, so a failed run leaves ``DIR`` as it was.
+
+Invalid input (:class:`~msfem.config.ConfigError`, ``ValueError``, a missing file) and
+diverged solves (:class:`~msfem.SolverError`) print ``msfem: error: <message>`` on rank 0
+and exit with status 2 on every rank; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msfem
+from msfem import _runtime
+from msfem import config as msfem_config
+from msfem import io, norms, plot
+from msfem.solvers import SolverError
+
+from mpi4py import MPI  # noqa: E402
+
+logger = _runtime.logger
+
+#: Exit status of every reported error (as argparse uses for usage errors).
+EXIT_ERROR = 2
+
+
+class CommandUnavailable(RuntimeError):
+    """A sub-command whose implementing module is not installed."""
+
+
+# ------------------------------------------------------------------------- helpers
+def _output_dir(out: str | Path) -> Path:
+    """Check ``--out`` before any computation (the directory itself is written last)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+    return out
+
+
+def _setup(cfg: Mapping[str, Any], comm: MPI.Comm):
+    """Hierarchy and problem of a validated configuration."""
+    hier = msfem_config.build_hierarchy(cfg["mesh"], comm)
+    coefficient = msfem_config.build_coefficient(cfg["coefficient"], dim=hier.dim)
+    problem = msfem_config.build_problem(cfg.get("problem", {}), coefficient, hier.dim)
+    return hier, problem
+
+
+def _reference(hier, problem, cfg: Mapping[str, Any]):
+    """The fine reference solve with the ``[solver]`` options, logged."""
+    fine = msfem.solve_fine(hier.fine, problem, petsc_options=cfg.get("solver"))
+    logger.info("fine reference: %d dofs, %d iterations, assemble %.3g s, solve %.3g s",
+                fine.num_dofs, fine.iterations, fine.t_assemble, fine.t_solve)
+    return fine
+
+
+def _max(comm: MPI.Comm, value: float) -> float:
+    return float(comm.allreduce(float(value), op=MPI.MAX))
+
+
+def _write_results(out: Path, metrics: Mapping[str, Any], fields: Sequence, picture: Sequence,
+                   titles: Sequence[str], png_name: str, output: Mapping[str, Any],
+                   comm: MPI.Comm) -> None:
+    """Write metrics, fields and the PNG into ``out`` all at once (or not at all)."""
+    with _runtime.atomic_directory(out, comm) as tmp:
+        io.write_metrics(tmp / "metrics.json", metrics, comm)
+        if output.get("fields", True):
+            io.write_fields(tmp, fields, format=output.get("format", "vtx"))
+        if output.get("png", True):
+            if not plot.plot_fields(tmp / png_name, picture, titles):
+                logger.warning("pyvista is not installed: skipped %s", png_name)
+    logger.info("results written to %s", out)
+
+
+# ------------------------------------------------------------------------- commands
+def run_fine(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """``msfem fine``: the fine reference :math:`a(u_h, v) = L(v)`, its norms and fields."""
+
+    cfg = msfem_config.load(args.config)
+    out = _output_dir(args.out)
+    hier, problem = _setup(cfg, comm)
+    fine = _reference(hier, problem, cfg)
+    metrics = {
+        "command": "fine",
+        "msfem_version": msfem.__version__,
+        "ranks": comm.size,
+        "num_dofs": fine.num_dofs,
+        "iterations": fine.iterations,
+        "t_assemble": _max(comm, fine.t_assemble),
+        "t_solve": _max(comm, fine.t_solve),
+        "l2_norm": norms.l2_norm(fine.u),
+        "h1_seminorm": norms.h1_seminorm(fine.u),
+        "config": cfg,
+    }
+    _write_results(out, metrics, [fine.u], [fine.u], ["u_fine"], "u_fine.png",
+                   cfg.get("output", {}), comm)
+
+
+def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    r"""``msfem solve``: MsFEM solution :math:`u_{ms}` and its errors against :math:`u_h`."""
+    cfg = msfem_config.load(args.config)
+    out = _output_dir(args.out)
+    hier, problem = _setup(cfg, comm)
+    table = cfg.get("msfem", {})
+    oversampling = (msfem_config.build_oversampling(table["oversampling"])
+                    if "oversampling" in table else None)
+    # the reference first: it also refuses non-positive coefficients before the offline phase
+    fine = _reference(hier, problem, cfg)
+    space = msfem.MultiscaleSpace(hier, problem, table.get("variant", "linear"), oversampling,
+                                  boundary=table.get("boundary"),
+                                  petsc_options=table.get("local_solver"))
+    logger.info("offline: variant %r, %d fine layers of oversampling", space.variant.name,
+                space.layers)
+    space.build(progress=True)
+    solution = msfem.solve_coarse(space, petsc_options=table.get("coarse_solver"))
+    u_ms = solution.reconstruct(fine.u.function_space)
+    errors = solution.errors(fine.u)
+    t = solution.timings
+    Vc = space.coarse_space
+    metrics = {
+        "command": "solve",
+        "msfem_version": msfem.__version__,
+        "ranks": comm.size,
+        "variant": space.variant.name,
+        "oversampling_fine_layers": space.layers,
+        "num_coarse_dofs": Vc.dofmap.index_map.size_global * Vc.dofmap.index_map_bs,
+        "num_fine_dofs": fine.num_dofs,
+        **errors,
+        "t_offline": space.timings["offline"],
+        "t_online": t["coarse_assemble"] + t["coarse_solve"] + _max(comm, t["reconstruct"]),
+        "t_reference": _max(comm, fine.t_assemble + fine.t_solve),
+        "fine_iterations": fine.iterations,
+        "config": cfg,
+    }
+    logger.info("errors: l2_rel %.3e, h1_rel %.3e, energy_rel %.3e, nodal_linf %.3e",
+                errors["l2_rel"], errors["h1_rel"], errors["energy_rel"], errors["nodal_linf"])
+    _write_results(out, metrics, [u_ms, fine.u, solution.U], [fine.u, u_ms],
+                   ["u_fine", "u_ms"], "u_fine_vs_u_ms.png", cfg.get("output", {}), comm)
+
+
+def _optional(module: str, name: str, command: str) -> Callable[..., Any]:
+    """``module.name``, imported on demand; a clear error if the module is not there."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        parts = module.split(".")
+        missing = {".".join(parts[:k]) for k in range(2, len(parts) + 1)}
+        if err.name not in missing:
+            raise  # the module exists but one of *its* imports failed: show that
+        raise CommandUnavailable(f"'msfem {command}' is not available: module {module} is "
+                                 f"not part of this installation") from err
+    return getattr(mod, name)
+
+
+def run_study(args: argparse.Namespace, comm: MPI.Comm) -> Any:
+    """``msfem study``: delegate to :func:`msfem.study.run_study`."""
+    return _optional("msfem.study", "run_study", "study")(Path(args.config), Path(args.out))
+
+
+def run_homogenize(args: argparse.Namespace, comm: MPI.Comm) -> Any:
+    """``msfem homogenize``: delegate to :func:`msfem.homogenization.cli.homogenize`."""
+    homogenize = _optional("msfem.homogenization.cli", "homogenize", "homogenize")
+    return homogenize(Path(args.config), args.json)
+
+
+def run_rve(args: argparse.Namespace, comm: MPI.Comm) -> Any:
+    """``msfem rve``: delegate to :func:`msfem.homogenization.cli.rve`."""
+    return _optional("msfem.homogenization.cli", "rve", "rve")(Path(args.config),
+                                                                Path(args.out))
+
+
+# ------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that prints (usage, errors, --version) on rank 0 only."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if MPI.COMM_WORLD.rank == 0:
+            super()._print_message(message, file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``msfem`` (sub-commands and their options)."""
+    parser = _Parser(prog="msfem", description="Multiscale finite element methods on FEniCSx.")
+    parser.add_argument("--version", action="version", version=f"msfem {msfem.__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks instead of one-line error messages")
+    # the same flags after the sub-command; SUPPRESS keeps the top-level value otherwise
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks instead of one-line error messages")
+    common.add_argument("--timings", action="store_true", default=argparse.SUPPRESS,
+                        help="print dolfinx's timing table (max over ranks) at the end")
+    parser.set_defaults(timings=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str, out: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.add_argument("config", metavar="CONFIG.toml", help="TOML configuration")
+        if out:
+            p.add_argument("--out", required=True, metavar="DIR",
+                           help="result directory (replaced atomically on success)")
+        p.set_defaults(handler=handler)
+        return p
+
+    command("fine", run_fine, "solve the fine-scale reference problem")
+    command("solve", run_solve, "solve with MsFEM and compare with the fine reference")
+    command("study", run_study, "run a parameter study (msfem.study)")
+    hom = command("homogenize", run_homogenize, "effective coefficients by homogenization",
+                  out=False)
+    hom.add_argument("--json", action="store_true", help="print the result as JSON")
+    command("rve", run_rve, "representative volume element study")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``msfem`` command line; return the exit status (0 ok, 2 error).
+
+    Collective: every rank of ``MPI.COMM_WORLD`` runs it and returns the same status.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, --version, usage errors
+        return exit.code if isinstance(exit.code, int) else EXIT_ERROR
+    comm = MPI.COMM_WORLD
+    _runtime.configure_logging(logging.DEBUG if args.debug else logging.INFO)
+    with warnings.catch_warnings():
+        if comm.rank > 0:  # one copy of every warning, like the log
+            warnings.simplefilter("ignore")
+        try:
+            status = args.handler(args, comm)
+        except (msfem_config.ConfigError, ValueError, FileNotFoundError, SolverError,
+                CommandUnavailable) as err:
+            if args.debug:
+                raise
+            if comm.rank == 0:
+                print(f"msfem: error: {err}", file=sys.stderr, flush=True)
+            return EXIT_ERROR
+    if args.timings:
+        from dolfinx.common import Reduction, list_timings
+
+        list_timings(comm, Reduction.max)
+    return status if isinstance(status, int) else 0

@@ -1,0 +1,49 @@
+"""Coarse meshes from gmsh: a ``.msh`` file or a geometry script in ``meshes/``.
+
+A script defines ``build(gmsh) -> gdim`` that adds a meshed model with physical groups
+to the current gmsh model. The mesh is created on rank 0 and distributed by dolfinx.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from msfem import _runtime  # noqa: F401
+
+import dolfinx  # noqa: E402
+import dolfinx.io.gmsh  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+
+def read_coarse(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfinx.mesh.Mesh:
+    """The coarse dolfinx mesh from ``path`` (``.msh`` or a ``.py`` geometry script)."""
+    import gmsh
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"gmsh file {str(path)!r} not found")
+    if path.suffix == ".msh":
+        gdim = 2
+        return dolfinx.io.gmsh.read_from_msh(str(path), comm, 0, gdim=gdim).mesh
+    if path.suffix != ".py":
+        raise ValueError(f"{path}: expected a .msh file or a .py geometry script")
+    spec = importlib.util.spec_from_file_location(f"msfem_mesh_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "build"):
+        raise ValueError(f"{path}: a geometry script must define build(gmsh) -> gdim")
+    initialized = gmsh.isInitialized()
+    if not initialized:
+        gmsh.initialize(interruptible=False)
+    gmsh.option.setNumber("General.Terminal", 0)
+    gmsh.model.add(path.stem)
+    gdim = 2
+    if comm.rank == 0:
+        gdim = module.build(gmsh)
+    gdim = comm.bcast(gdim, root=0)
+    mesh = dolfinx.io.gmsh.model_to_mesh(gmsh.model, comm, 0, gdim=gdim).mesh
+    gmsh.model.remove()
+    if not initialized:
+        gmsh.finalize()
+    return mesh
