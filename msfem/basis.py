@@ -508,7 +508,10 @@ class MultiscaleSpace:
 
         from msfem._runtime import logger
 
+        from msfem.fine import check_coefficients
+
         h = self.hierarchy
+        check_coefficients(self.problem, h.fine)  # collective: refuse a <= 0, warn unresolved
         local, lattice = h.owned_coarse_cells
         Vc = self.coarse_space
         bs = self.bs

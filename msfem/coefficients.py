@@ -394,9 +394,9 @@ def check_resolution(fld: Field, h: float, *, stacklevel: int = 2) -> float | No
             UnresolvedScaleWarning(
                 f"{type(fld).__name__}: eps = {eps:.4g} is resolved by only eps/h = {ratio:.2f} "
                 f"fine cells (h = {h:.4g}); at least {MIN_CELLS_PER_PERIOD} are needed for a "
-                f"trustworthy fine solution -- increase M (fine cells per coarse cell) to "
-                f">= {int(np.ceil(MIN_CELLS_PER_PERIOD * h / eps * 1.0))}x its value or use a "
-                f"larger eps."
+                f"trustworthy fine solution -- refine the fine mesh by a factor >= "
+                f"{MIN_CELLS_PER_PERIOD / ratio:.3g} (increase M, the fine cells per coarse cell) "
+                f"or use a larger eps."
             ),
             stacklevel=stacklevel,
         )

@@ -77,6 +77,9 @@ class Problem:
         near_nullspace: ``"constant"`` or ``"rigid"`` (GAMG near-null space); default from
             ``shape``.
         name: label used in outputs.
+        quadrature_degree: quadrature degree of every integral (default: UFL's estimate,
+            which is high -- e.g. 8 -- for trigonometric coefficients; 4 is accurate to
+            well below the discretisation error when h <= eps/8 and 2-3x faster).
     """
 
     bilinear: Callable[..., ufl.Form]
@@ -88,6 +91,7 @@ class Problem:
     degree: int = 1
     near_nullspace: str | None = None
     name: str = "problem"
+    quadrature_degree: int | None = None
 
     @property
     def block_size(self) -> int:
@@ -127,7 +131,7 @@ class Discretisation:
             k: as_ufl(f, mesh) for k, f in problem.coefficients.items()
         }
         u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
-        self.a_ufl = problem.bilinear(u, v, **self.coefficient_expressions())
+        self.a_ufl = self._with_quadrature(problem.bilinear(u, v, **self.coefficient_expressions()))
         self.a = dolfinx.fem.form(self.a_ufl)
         self._sources = [as_ufl(problem.source, mesh)] if _nonzero(problem.source) else []
         L = 0
@@ -157,8 +161,15 @@ class Discretisation:
         if isinstance(L, int):  # no load at all: L = 0 * v * dx
             zero = dolfinx.fem.Constant(mesh, np.zeros(problem.shape))
             L = ufl.inner(zero, v) * ufl.dx
-        self.L_ufl = L
-        self.L = dolfinx.fem.form(L)
+        self.L_ufl = self._with_quadrature(L)
+        self.L = dolfinx.fem.form(self.L_ufl)
+
+    def _with_quadrature(self, form: ufl.Form) -> ufl.Form:
+        q = self.problem.quadrature_degree
+        if q is None:
+            return form
+        return ufl.Form([itg.reconstruct(metadata={**itg.metadata(), "quadrature_degree": q})
+                         for itg in form.integrals()])
 
     def _as_value(self, expr):
         if self.problem.shape and not hasattr(expr, "ufl_shape"):
@@ -178,7 +189,8 @@ class Discretisation:
 
     def energy_form(self, w: dolfinx.fem.Function) -> dolfinx.fem.Form:
         """The functional :math:`a(w, w)` (the squared energy norm of ``w``)."""
-        return dolfinx.fem.form(self.problem.bilinear(w, w, **self.coefficient_expressions()))
+        return dolfinx.fem.form(self._with_quadrature(
+            self.problem.bilinear(w, w, **self.coefficient_expressions())))
 
     def dirichlet_bcs(self) -> list[dolfinx.fem.DirichletBC]:
         """dolfinx Dirichlet conditions on the facets of ∂Ω selected by the markers."""

@@ -1,0 +1,217 @@
+"""MsFEM core: exactness, 1D nodal exactness, resonance signature, elasticity, user forms,
+parallel agreement, PᵀAP, bad input."""
+
+import numpy as np
+import pytest
+import ufl
+from helpers import fitted_rate
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import dolfinx
+import dolfinx.fem.petsc
+import msfem
+from msfem.coarse import assemble_coarse
+from msfem.coefficients import Periodic
+from msfem.solvers import DIRECT_OPTIONS
+
+VARIANTS = [("standard", 0), ("linear", 0), ("oscillatory", 0), ("oversampling", 1),
+            ("oversampling", msfem.Oversampling(ratio=2.0)), ("petrov-galerkin", 1)]
+
+
+def coarse_fem(hier, problem):
+    """Standard coarse P1/Q1 FEM, solved directly on the coarse mesh."""
+    return msfem.solve_fine(hier.coarse, problem, petsc_options=DIRECT_OPTIONS).u
+
+
+@pytest.mark.parametrize("cell", ["quadrilateral", "triangle"])
+@pytest.mark.parametrize("variant,oversampling", VARIANTS)
+def test_constant_coefficient_reproduces_coarse_fem(comm, cell, variant, oversampling):
+    hier = msfem.StructuredHierarchy(comm, 4, 4, cell)
+    problem = msfem.diffusion(2.5, f=1.0)
+    space = msfem.MultiscaleSpace(hier, problem, variant, oversampling).build()
+    U = msfem.solve_coarse(space).U
+    ref = coarse_fem(hier, problem)
+    assert np.abs(U.x.array - ref.x.array).max() < 1e-10 * np.abs(ref.x.array).max()
+
+
+def test_constant_modulus_elasticity_equals_coarse_p1(comm):
+    hier = msfem.StructuredHierarchy(comm, 4, 4, "triangle")
+    problem = msfem.elasticity(3.0, nu=0.3, f=(0.5, -1.0))
+    ref = coarse_fem(hier, problem)
+    for variant, os in [("linear", 0), ("oversampling", 1), ("petrov-galerkin", 1)]:
+        U = msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, variant, os).build()).U
+        assert np.abs(U.x.array - ref.x.array).max() < 1e-10 * np.abs(ref.x.array).max()
+
+
+def test_1d_nodally_exact(comm):
+    """In 1D the MsFEM solution equals the fine solution at the coarse nodes, and converges
+    to the exact u_eps there at the fine-grid rate h^2 (REFERENCES.md §4)."""
+    from test_fine import exact_1d, one_d_problem
+
+    eps = 1 / 4
+    problem = one_d_problem(eps)
+    errs, hs = [], []
+    for M in (16, 32, 64):
+        hier = msfem.StructuredHierarchy(comm, 8, M, "interval")
+        fine = msfem.solve_fine(hier.fine, problem, petsc_options=DIRECT_OPTIONS).u
+        for variant in ("linear", "oscillatory"):
+            sol = msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, variant).build())
+            e = sol.errors(fine)
+            assert e["nodal_linf"] < 1e-12
+        Vc = sol.U.function_space
+        n = Vc.dofmap.index_map.size_local
+        x = Vc.tabulate_dof_coordinates()[:n, 0]
+        local = np.abs(sol.U.x.array[:n] - exact_1d(x, eps)).max() if n else 0.0
+        errs.append(comm.allreduce(local, op=MPI.MAX))
+        hs.append(hier.h[0])
+    assert fitted_rate(hs, errs) == pytest.approx(2, abs=0.1)
+
+
+@pytest.fixture(scope="module")
+def resonance():
+    """Hou–Wu coefficient at eps = 1/32 on a fixed fine grid h = 1/256 = eps/8."""
+    comm = MPI.COMM_WORLD
+    eps = 1 / 32
+    problem = msfem.diffusion(msfem.HouWu(eps=eps), f=-1.0, quadrature_degree=4)
+    out = {}
+    for ratio in (1, 2, 4):
+        N = int(round(1 / (ratio * eps)))
+        hier = msfem.StructuredHierarchy(comm, N, 256 // N, "quadrilateral")
+        ref = msfem.solve_fine(hier.fine, problem).u
+        for variant, os in [("linear", 0), ("oversampling", 1)]:
+            space = msfem.MultiscaleSpace(hier, problem, variant, os).build()
+            out[ratio, variant] = msfem.solve_coarse(space).errors(ref)
+    return out
+
+
+def test_resonance_linear_nodal_error_grows_towards_eps(resonance):
+    H_over_eps = np.array([1, 2, 4])
+    nodal = [resonance[r, "linear"]["nodal_l2"] for r in H_over_eps]
+    assert fitted_rate(H_over_eps, nodal) < -0.5  # error grows as H decreases to eps
+
+
+def test_oversampling_reduces_resonance(resonance):
+    gain = resonance[2, "linear"]["energy_rel"] / resonance[2, "oversampling"]["energy_rel"]
+    assert gain > 1.5
+    # the gain shrinks as H/eps grows (the O(H) part dominates)
+    gains = [resonance[r, "linear"]["energy_rel"] / resonance[r, "oversampling"]["energy_rel"]
+             for r in (1, 2, 4)]
+    assert gains[0] > gains[1] > gains[2]
+
+
+def test_elasticity_oscillating_modulus_beats_coarse_fem(comm):
+    eps = 1 / 8
+    E = msfem.Periodic(lambda y, ns: 1 + 0.9 * ns.sin(2 * ns.pi * y[0]) * ns.sin(2 * ns.pi * y[1]),
+                       eps)
+    problem = msfem.elasticity(E, nu=0.3, f=(0.0, -1.0))
+    hier = msfem.StructuredHierarchy(comm, 4, 16, "quadrilateral")
+    ref = msfem.solve_fine(hier.fine, problem).u
+    err = {v: msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, v).build()).errors(ref)
+           for v in ("standard", "linear")}
+    assert err["linear"]["energy_rel"] < 0.8 * err["standard"]["energy_rel"]
+
+
+def test_user_form_anisotropic_reaction_diffusion(comm):
+    """A user's own form through the public API only; H = 4 eps."""
+    eps = 1 / 16
+
+    def bilinear(u, v, A, c):
+        return (ufl.inner(A * ufl.grad(u), ufl.grad(v)) + c * u * v) * ufl.dx
+
+    A = Periodic(lambda y, ns: [[2 + 1.5 * ns.sin(2 * ns.pi * y[0]), 0.3],
+                                [0.3, 1 + 0.5 * ns.cos(2 * ns.pi * y[1])]], eps, shape=(2, 2))
+    c = Periodic(lambda y, ns: 5 + 4 * ns.cos(2 * ns.pi * (y[0] + y[1])), eps)
+    problem = msfem.Problem(bilinear, {"A": A, "c": c}, source=1.0, name="my-form")
+    hier = msfem.StructuredHierarchy(comm, 4, 32, "quadrilateral")
+    ref = msfem.solve_fine(hier.fine, problem).u
+    err = {v: msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, v, os).build()).errors(ref)
+           for v, os in [("standard", 0), ("linear", 0), ("oversampling", 1)]}
+    assert err["linear"]["energy_rel"] < err["standard"]["energy_rel"]
+    assert err["oversampling"]["energy_rel"] < err["standard"]["energy_rel"]
+
+
+def _errors_on(comm, variant, os):
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 8), f=-1.0)
+    hier = msfem.StructuredHierarchy(comm, 8, 8, "quadrilateral")
+    ref = msfem.solve_fine(hier.fine, problem, petsc_options=DIRECT_OPTIONS).u
+    sol = msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, variant, os).build())
+    Vc = sol.U.function_space
+    n = Vc.dofmap.index_map.size_local
+    # coarse solution keyed by its coordinates (partition independent)
+    x = np.round(Vc.tabulate_dof_coordinates()[:n, :2], 12)
+    pairs = comm.allgather(np.column_stack([x, sol.U.x.array[:n]]))
+    table = np.concatenate(pairs)
+    table = table[np.lexsort((table[:, 1], table[:, 0]))]
+    return table, sol.errors(ref)
+
+
+@pytest.mark.parametrize("variant,os", [("linear", 0), ("oscillatory", 0),
+                                        ("oversampling", 1), ("petrov-galerkin", 1)])
+def test_same_numbers_on_any_number_of_ranks(comm, variant, os):
+    t_world, e_world = _errors_on(comm, variant, os)
+    t_self, e_self = _errors_on(MPI.COMM_SELF, variant, os)
+    assert np.allclose(t_world, t_self, rtol=1e-10, atol=1e-14)
+    for key in e_self:
+        assert e_world[key] == pytest.approx(e_self[key], rel=1e-10)
+
+
+def test_conforming_coarse_matrix_is_PtAP(comm):
+    hier = msfem.StructuredHierarchy(comm, 4, 8, "triangle")
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 4), f=1.0)
+    space = msfem.MultiscaleSpace(hier, problem, "linear").build()
+    A_H, _ = assemble_coarse(space)
+    V = problem.function_space(hier.fine)
+    disc = problem.discretise(V)
+    A_h = dolfinx.fem.petsc.assemble_matrix(disc.a)
+    A_h.assemble()
+    P = msfem.prolongation(space, V)
+    PtAP = A_h.PtAP(P)
+    D = PtAP.copy()
+    D.axpy(-1.0, A_H, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+    assert D.norm(PETSc.NormType.FROBENIUS) < 1e-10 * A_H.norm(PETSc.NormType.FROBENIUS)
+
+
+def test_reconstruction_matches_element_data(comm):
+    """u_ms = P U for a conforming variant, and the broken energy error of u_ms computed
+    globally equals the element-wise one."""
+    hier = msfem.StructuredHierarchy(comm, 4, 8, "quadrilateral")
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 4), f=-1.0)
+    ref = msfem.solve_fine(hier.fine, problem, petsc_options=DIRECT_OPTIONS)
+    sol = msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, "linear").build())
+    u_ms = sol.reconstruct()
+    e = sol.errors(ref.u)
+    from msfem import norms
+    disc = problem.discretise(u_ms.function_space)
+    glob = norms.errors(u_ms, ref.u, disc)
+    assert glob["energy_rel"] == pytest.approx(e["energy_rel"], rel=1e-8)
+    assert glob["l2_rel"] == pytest.approx(e["l2_rel"], rel=1e-8)
+
+
+def test_unknown_variant_lists_valid(comm):
+    hier = msfem.StructuredHierarchy(comm, 2, 2)
+    with pytest.raises(ValueError, match="valid variants: .*linear.*oversampling"):
+        msfem.MultiscaleSpace(hier, msfem.diffusion(1.0), "galerkin-magic")
+
+
+def test_oversampling_patch_too_large_or_unsupported(comm):
+    hier = msfem.StructuredHierarchy(comm, 2, 4)
+    with pytest.raises(ValueError, match="larger than the domain"):
+        msfem.MultiscaleSpace(hier, msfem.diffusion(1.0), "oversampling", 2)
+    with pytest.raises(ValueError, match="has no oversampling"):
+        msfem.MultiscaleSpace(hier, msfem.diffusion(1.0), "linear", 1)
+
+
+def test_local_factorisation_failure_names_cell(comm):
+    def singular(u, v):  # a(u, v) = 0: every local matrix is singular
+        zero = dolfinx.fem.Constant(u.ufl_function_space().mesh, 0.0)
+        return zero * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+
+    hier = msfem.StructuredHierarchy(comm, 2, 4)
+    problem = msfem.Problem(singular, {}, source=1.0)
+    space = msfem.MultiscaleSpace(hier, problem, "linear",
+                                  petsc_options={"pc_factor_shift_type": "none"})
+    if len(hier.owned_coarse_cells[0]) == 0:
+        return
+    with pytest.raises(msfem.SolverError, match="coarse cell"):
+        space.build()
