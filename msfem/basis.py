@@ -46,6 +46,7 @@ oversampled basis need not vanish on ∂Ω. That trace error is part of the brok
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -162,11 +163,13 @@ class _LocalMesh:
         self.A_II: PETSc.Mat | None = None
         self.ksp: PETSc.KSP | None = None
         self.origin = np.zeros(h.dim)
-        self._h, self._deg = h.h, deg
         self._domain = (h.lower, h.upper)
         self._neumann_key: tuple = ()
         self.M_K: sp.csr_matrix | None = None
         self.L_K: sp.csr_matrix | None = None
+        self.rel_coords = self.dof_index * (h.h / deg)
+        self._ib: tuple | None = None
+        self.cache: dict[tuple, Any] = {}  # position-independent data (boundary data, ...)
 
     def _boundary_facets(self, marker) -> np.ndarray:
         """Exterior facets of this local mesh lying on ∂Ω where ``marker`` holds."""
@@ -206,7 +209,18 @@ class _LocalMesh:
 
     def dof_coordinates(self) -> np.ndarray:
         """Coordinates (n_blocks, d) of the dofs in the current position."""
-        return self.dof_index * (self._h / self._deg) + self.origin
+        return self.rel_coords + self.origin
+
+    def interior_boundary_block(self, A: sp.csr_matrix) -> sp.csr_matrix:
+        """The block A[interior, boundary] (index pattern cached: the sparsity is fixed)."""
+        if self._ib is None:
+            probe = sp.csr_matrix((np.arange(A.nnz, dtype=float), A.indices, A.indptr),
+                                  shape=A.shape)
+            sub = probe[self.interior][:, self.boundary].tocsr()
+            sub.sort_indices()
+            self._ib = (sub.data.astype(np.int64), sub.indices, sub.indptr, sub.shape)
+        idx, indices, indptr, shape = self._ib
+        return sp.csr_matrix((A.data[idx], indices, indptr), shape=shape)
 
     def metric_matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """Mass and stiffness (∫u·v, ∫∇u:∇v) matrices of this mesh (translation invariant)."""
@@ -220,6 +234,16 @@ class _LocalMesh:
 def _csr(form) -> sp.csr_matrix:
     A = dolfinx.fem.assemble_matrix(form)
     return A.to_scipy()
+
+
+def _blocked(scalar: np.ndarray, bs: int) -> np.ndarray:
+    """Scalar functions (n, m) to vector ones (n*bs, m*bs): one copy per component."""
+    if bs == 1:
+        return scalar
+    out = np.zeros((scalar.shape[0] * bs, scalar.shape[1] * bs))
+    for c in range(bs):
+        out[c::bs, c::bs] = scalar
+    return out
 
 
 def _expand(blocks: np.ndarray, bs: int) -> np.ndarray:
@@ -312,6 +336,7 @@ class MultiscaleSpace:
         self._meshes: dict[tuple, _LocalMesh] = {}
         self.elements: list[ElementBasis] = []
         self.timings: dict[str, float] = {}
+        self._t_petsc = 0.0
 
     # ----------------------------------------------------------------- local meshes
     def _local_mesh(self, shape: tuple[int, ...], keep_sub: int | None) -> tuple[tuple, _LocalMesh]:
@@ -341,16 +366,16 @@ class MultiscaleSpace:
         """Dirichlet data G (n_boundary_dofs, n_functions) on ∂S for the local problems."""
         x = lm.dof_coordinates()[lm.boundary_blocks]
         bs = self.bs
-        if self.variant.boundary == "polynomial":
-            scalar = polynomial_basis(self.hierarchy.cell_type, (x - center) / self.hierarchy.H)
+        if self.variant.boundary == "polynomial":  # depends on the position of K in S only
+            key = ("G", tuple(np.round((center - lm.origin) / self.hierarchy.h, 6)))
+            if key not in lm.cache:
+                scalar = polynomial_basis(self.hierarchy.cell_type, (x - center) / self.hierarchy.H)
+                lm.cache[key] = _blocked(scalar, bs)
+            return lm.cache[key]
         else:
             scalar = self._oscillatory_data(x, corners, box=len(corners) == 2**self.hierarchy.dim
                                             and self.hierarchy.dim > 1)
-        m = scalar.shape[1]
-        G = np.zeros((len(x) * bs, m * bs))
-        for c in range(bs):
-            G[c::bs, c::bs] = scalar
-        return G
+        return _blocked(scalar, bs)
 
     def _oscillatory_data(self, x: np.ndarray, corners: np.ndarray, box: bool) -> np.ndarray:
         r"""Hou--Wu oscillatory nodal data on the edges of the polygon ``corners``.
@@ -437,17 +462,21 @@ class MultiscaleSpace:
 
         # local problems on S: A_II Ψ_I = -A_IB G
         A_S = S.assemble()
+        t0 = time.perf_counter()
         self._factorise(S, A_S, cell)
+        self._t_petsc += time.perf_counter() - t0
         G = self._boundary_data(S, corners, K_vertices, center)
         A_csr = _petsc_to_csr(A_S)
-        rhs = -(A_csr[S.interior][:, S.boundary] @ G)
+        rhs = -(S.interior_boundary_block(A_csr) @ G)
         B = PETSc.Mat().createDense(rhs.shape, array=np.ascontiguousarray(rhs), comm=MPI.COMM_SELF)
         X = PETSc.Mat().createDense(rhs.shape, comm=MPI.COMM_SELF)
         X.setUp()
+        t0 = time.perf_counter()
         try:
             S.ksp.matSolve(B, X)
         except PETSc.Error as err:
             raise solvers.SolverError(f"local solve failed on coarse cell {cell}: {err}") from err
+        self._t_petsc += time.perf_counter() - t0
         psi = np.empty((len(S.interior) + len(S.boundary), G.shape[1]))
         psi[S.interior] = X.getDenseArray()
         psi[S.boundary] = G
@@ -473,13 +502,12 @@ class MultiscaleSpace:
     def _nodal(self, Kmesh: _LocalMesh, K_vertices: np.ndarray, center: np.ndarray) -> np.ndarray:
         """The coarse nodal functions N_i at the fine dofs of K (vector: per component)."""
         h = self.hierarchy
-        poly = polynomial_basis(h.cell_type, (Kmesh.dof_coordinates() - center) / h.H)
-        Pv = polynomial_basis(h.cell_type, (K_vertices - center) / h.H)
-        N_scalar = poly @ np.linalg.inv(Pv)
-        N = np.zeros((N_scalar.shape[0] * self.bs, N_scalar.shape[1] * self.bs))
-        for c in range(self.bs):
-            N[c::self.bs, c::self.bs] = N_scalar
-        return N
+        key = ("N", tuple(np.round((center - Kmesh.origin) / h.h, 6)))
+        if key not in Kmesh.cache:
+            poly = polynomial_basis(h.cell_type, (Kmesh.dof_coordinates() - center) / h.H)
+            Pv = polynomial_basis(h.cell_type, (K_vertices - center) / h.H)
+            Kmesh.cache[key] = _blocked(poly @ np.linalg.inv(Pv), self.bs)
+        return Kmesh.cache[key]
 
     def _element(self, cell: int, Kmesh: _LocalMesh, K_key: tuple, phi: np.ndarray,
                  A_K: sp.csr_matrix, K_vertices: np.ndarray, center: np.ndarray) -> ElementBasis:
@@ -489,23 +517,28 @@ class MultiscaleSpace:
             else phi
         A_e = W.T @ (A_K @ phi)
         b_e = W.T @ b_K
-        lattice = self.hierarchy.lattice_ids(Kmesh.dof_coordinates(), self.problem.degree)
+        h = self.hierarchy
+        deg = self.problem.degree
+        idx = Kmesh.dof_index + np.rint((Kmesh.origin - h.lower) / (h.h / deg)).astype(np.int64)
+        lattice = np.ravel_multi_index(tuple(idx.T), np.array(h.N) * h.M * deg + 1, order="F")
         return ElementBasis(cell, np.zeros(0, dtype=np.int64), lattice, phi, A_e, b_e,
                             sp.csr_matrix(A_K), K_key)
 
     def _vertex_blocks(self, lm: _LocalMesh, vertices: np.ndarray) -> np.ndarray:
-        x = lm.dof_coordinates()
-        out = []
-        for v in vertices:
-            k = int(np.argmin(np.linalg.norm(x - v, axis=1)))
-            out.append(k)
-        return np.array(out, dtype=np.int64)
+        key = ("V", tuple(np.round((vertices - lm.origin) / self.hierarchy.h, 6).ravel()))
+        if key not in lm.cache:
+            x = lm.dof_coordinates()
+            lm.cache[key] = np.array([int(np.argmin(np.linalg.norm(x - v, axis=1)))
+                                      for v in vertices], dtype=np.int64)
+        return lm.cache[key]
 
     # ----------------------------------------------------------------- all owned cells
     def build(self, progress: bool = False) -> MultiscaleSpace:
-        """Compute the basis of every coarse cell owned by this rank (offline phase)."""
-        import time
+        """Compute the basis of every coarse cell owned by this rank (offline phase).
 
+        ``timings["offline"]`` is the wall time (max over ranks); ``timings["local_petsc"]``
+        the part spent in PETSc factorising and solving the local problems (this rank).
+        """
         from msfem._runtime import logger
 
         from msfem.fine import check_coefficients
@@ -517,6 +550,7 @@ class MultiscaleSpace:
         bs = self.bs
         xc = Vc.tabulate_dof_coordinates()[:, : h.dim]
         t0 = time.perf_counter()
+        self._t_petsc = 0.0
         self.elements = []
         n = len(local)
         with dolfinx.common.Timer("~msfem: offline (basis)"):
@@ -532,4 +566,6 @@ class MultiscaleSpace:
                 if progress and (k + 1) % max(1, n // 10) == 0:
                     logger.info("  basis: %d/%d coarse cells on rank 0", k + 1, n)
         self.timings["offline"] = h.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+        self.timings["offline_rank"] = time.perf_counter() - t0
+        self.timings["local_petsc"] = self._t_petsc
         return self
