@@ -1,7 +1,19 @@
+import os
+import tempfile
+
 import pytest
 from mpi4py import MPI
 
 import msfem  # noqa: F401  (imports dolfinx_solver first)
+
+
+def pytest_configure(config):
+    """Under mpirun every rank gets its own pytest base temp directory (no races)."""
+    comm = MPI.COMM_WORLD
+    if comm.size > 1 and not config.option.basetemp:
+        tag = comm.bcast(f"{os.getpid()}", root=0)
+        config.option.basetemp = os.path.join(
+            tempfile.gettempdir(), f"msfem-pytest-{tag}-rank{comm.rank}")
 
 
 def pytest_collection_modifyitems(config, items):
