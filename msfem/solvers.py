@@ -61,9 +61,9 @@ def make_ksp(
         ksp.setFromOptions()
         ksp.getPC().setFromOptions()
     finally:
-        for key in merged:
-            opts.delValue(key)
         opts.prefixPop()
+        for key in merged:
+            opts.delValue(prefix + key)
     return ksp
 
 

@@ -215,3 +215,15 @@ def test_local_factorisation_failure_names_cell(comm):
         return
     with pytest.raises(msfem.SolverError, match="coarse cell"):
         space.build()
+
+
+@pytest.mark.parametrize("cell", ["hexahedron", "tetrahedron"])
+def test_3d_variants_reproduce_coarse_fem(comm, cell):
+    hier = msfem.StructuredHierarchy(comm, 3, 2, cell)
+    problem = msfem.diffusion(1.5, f=1.0)
+    ref = coarse_fem(hier, problem)
+    for variant, os in [("linear", 0), ("oversampling", 1), ("petrov-galerkin", 1)]:
+        U = msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, variant, os).build()).U
+        assert np.abs(U.x.array - ref.x.array).max() < 1e-10 * np.abs(ref.x.array).max()
+    with pytest.raises(ValueError, match="3D"):
+        msfem.MultiscaleSpace(hier, problem, "oscillatory")
