@@ -51,6 +51,9 @@ def atomic_write_text(path: str | Path, text: str, comm: MPI.Comm = MPI.COMM_WOR
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     comm.barrier()
 

@@ -563,7 +563,7 @@ class MultiscaleSpace:
                          for v in verts]
                 e.coarse_dofs = _expand(np.array(order), bs)
                 self.elements.append(e)
-                if progress and (k + 1) % max(1, n // 10) == 0:
+                if progress and ((k + 1) % max(1, -(-n // 10)) == 0 or k + 1 == n):
                     logger.info("  basis: %d/%d coarse cells on rank 0", k + 1, n)
         self.timings["offline"] = h.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         self.timings["offline_rank"] = time.perf_counter() - t0

@@ -31,13 +31,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import msfem
-from msfem import _runtime
-from msfem import config as msfem_config
-from msfem import io, norms, plot
-from msfem.solvers import SolverError
+from mpi4py import MPI
 
-from mpi4py import MPI  # noqa: E402
+import msfem
+from msfem import _runtime, io, norms, plot
+from msfem import config as msfem_config
+from msfem.solvers import SolverError
 
 logger = _runtime.logger
 
@@ -67,7 +66,7 @@ def _setup(cfg: Mapping[str, Any], comm: MPI.Comm):
 
 
 def _reference(hier, problem, cfg: Mapping[str, Any]):
-    """The fine reference solve with the ``[solver]`` options, logged."""
+    """Solve the fine reference with the ``[solver]`` options and log its statistics."""
     fine = msfem.solve_fine(hier.fine, problem, petsc_options=cfg.get("solver"))
     logger.info("fine reference: %d dofs, %d iterations, assemble %.3g s, solve %.3g s",
                 fine.num_dofs, fine.iterations, fine.t_assemble, fine.t_solve)
@@ -95,7 +94,6 @@ def _write_results(out: Path, metrics: Mapping[str, Any], fields: Sequence, pict
 # ------------------------------------------------------------------------- commands
 def run_fine(args: argparse.Namespace, comm: MPI.Comm) -> None:
     """``msfem fine``: the fine reference :math:`a(u_h, v) = L(v)`, its norms and fields."""
-
     cfg = msfem_config.load(args.config)
     out = _output_dir(args.out)
     hier, problem = _setup(cfg, comm)
@@ -110,6 +108,7 @@ def run_fine(args: argparse.Namespace, comm: MPI.Comm) -> None:
         "t_solve": _max(comm, fine.t_solve),
         "l2_norm": norms.l2_norm(fine.u),
         "h1_seminorm": norms.h1_seminorm(fine.u),
+        "config_file": str(args.config),
         "config": cfg,
     }
     _write_results(out, metrics, [fine.u], [fine.u], ["u_fine"], "u_fine.png",
@@ -150,6 +149,7 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
         "t_online": t["coarse_assemble"] + t["coarse_solve"] + _max(comm, t["reconstruct"]),
         "t_reference": _max(comm, fine.t_assemble + fine.t_solve),
         "fine_iterations": fine.iterations,
+        "config_file": str(args.config),
         "config": cfg,
     }
     logger.info("errors: l2_rel %.3e, h1_rel %.3e, energy_rel %.3e, nodal_linf %.3e",
@@ -199,13 +199,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``msfem`` (sub-commands and their options)."""
+    """Build the argument parser of ``msfem`` (sub-commands and their options)."""
     parser = _Parser(prog="msfem", description="Multiscale finite element methods on FEniCSx.")
     parser.add_argument("--version", action="version", version=f"msfem {msfem.__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show tracebacks instead of one-line error messages")
     # the same flags after the sub-command; SUPPRESS keeps the top-level value otherwise
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks instead of one-line error messages")
     common.add_argument("--timings", action="store_true", default=argparse.SUPPRESS,
@@ -241,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # --help, --version, usage errors
+        if exit.code is None:
+            return 0
         return exit.code if isinstance(exit.code, int) else EXIT_ERROR
     comm = MPI.COMM_WORLD
     _runtime.configure_logging(logging.DEBUG if args.debug else logging.INFO)
@@ -260,4 +262,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dolfinx.common import Reduction, list_timings
 
         list_timings(comm, Reduction.max)
-    return status if isinstance(status, int) else 0
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0

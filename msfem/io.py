@@ -17,13 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dolfinx
+import dolfinx.io
 import numpy as np
+from mpi4py import MPI
 
-from msfem import _runtime  # noqa: F401
-
-import dolfinx  # noqa: E402
-import dolfinx.io  # noqa: E402
-from mpi4py import MPI  # noqa: E402
+from msfem import _runtime
 
 FORMATS = ("vtx", "xdmf")
 
@@ -63,6 +62,7 @@ def write_fields(directory: str | Path, functions: Sequence[dolfinx.fem.Function
 
     Raises:
         ValueError: unknown format or duplicate function names.
+
     """
     if format not in FORMATS:
         raise ValueError(f"output format {format!r} is not one of {', '.join(FORMATS)}")

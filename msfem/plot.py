@@ -14,16 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import dolfinx
+import dolfinx.plot
 import numpy as np
-
-from msfem import _runtime  # noqa: F401
-
-import dolfinx  # noqa: E402
-import dolfinx.plot  # noqa: E402
 
 
 def _pyvista() -> Any | None:
-    """The pyvista module set up for off-screen rendering, or None (with a warning)."""
+    """Import pyvista for off-screen rendering; None (and a warning) if it is missing."""
     try:
         import pyvista
     except ImportError:
@@ -42,7 +39,7 @@ def _gather_grid(u: dolfinx.fem.Function) -> tuple[np.ndarray, np.ndarray, np.nd
     """
     V = u.function_space
     comm = V.mesh.comm
-    cells, types, points = dolfinx.plot.vtk_mesh(V)
+    cells, types, points = dolfinx.plot.vtk_mesh(V)  # type: ignore[arg-type]
     bs = V.dofmap.index_map_bs
     values = u.x.array.real.reshape(-1, bs)[: len(points)]
     values = values[:, 0] if bs == 1 else np.linalg.norm(values, axis=1)
@@ -80,19 +77,22 @@ def plot_fields(path_png: str | Path, functions: Sequence[dolfinx.fem.Function],
 
     Raises:
         RuntimeError: on every rank, if rendering failed on rank 0.
+
     """
     titles = list(titles) if titles is not None else [u.name for u in functions]
     if len(titles) != len(functions):
         raise ValueError(f"{len(functions)} functions but {len(titles)} titles")
     comm = functions[0].function_space.mesh.comm
-    available = comm.bcast(_pyvista() is not None if comm.rank == 0 else None, root=0)
-    if not available:
+    pyvista = _pyvista() if comm.rank == 0 else None
+    if not comm.bcast(pyvista is not None, root=0):
         return False
     grids = [_gather_grid(u) for u in functions]
+    titles = [f"|{t}|" if u.function_space.dofmap.index_map_bs > 1 else t
+              for u, t in zip(functions, titles)]  # vector fields: magnitude
     error = None
     if comm.rank == 0:
         try:
-            _render(Path(path_png), grids, titles, shared_range, window_size,
+            _render(pyvista, Path(path_png), grids, titles, shared_range, window_size,
                     functions[0].function_space.mesh.topology.dim)
         except Exception as err:  # noqa: BLE001  (reported on every rank below)
             error = f"rendering {path_png} failed: {type(err).__name__}: {err}"
@@ -102,8 +102,7 @@ def plot_fields(path_png: str | Path, functions: Sequence[dolfinx.fem.Function],
     return True
 
 
-def _render(path: Path, grids, titles, shared_range, window_size, tdim) -> None:
-    pyvista = _pyvista()
+def _render(pyvista, path: Path, grids, titles, shared_range, window_size, tdim) -> None:
     quiet = (pyvista.vtk_verbosity("off") if hasattr(pyvista, "vtk_verbosity")
              else contextlib.nullcontext())  # no "bad X server connection" noise
     with quiet:
@@ -114,6 +113,15 @@ def _draw(pyvista, path: Path, grids, titles, shared_range, window_size, tdim) -
     plotter = pyvista.Plotter(off_screen=True, shape=(1, len(grids)),
                               window_size=(window_size[0] * len(grids), window_size[1]),
                               border=False)
+    try:
+        _panels(pyvista, plotter, grids, titles, shared_range, tdim)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plotter.screenshot(str(path))
+    finally:
+        plotter.close()
+
+
+def _panels(pyvista, plotter, grids, titles, shared_range, tdim) -> None:
     clim = None
     if shared_range:
         lo = min(float(v.min()) for *_, v in grids if len(v))
@@ -124,10 +132,9 @@ def _draw(pyvista, path: Path, grids, titles, shared_range, window_size, tdim) -
         grid = pyvista.UnstructuredGrid(cells, types, points)
         grid.point_data[title] = values
         plotter.add_mesh(grid, scalars=title, clim=clim, cmap="viridis", show_edges=False,
-                         scalar_bar_args={"title": title, "vertical": False})
+                         scalar_bar_args={"title": title, "vertical": False, "fmt": "%.3g",
+                                          "n_labels": 3, "title_font_size": 14,
+                                          "label_font_size": 12})
         plotter.add_text(title, font_size=10)
         if tdim < 3:
             plotter.view_xy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plotter.screenshot(str(path))
-    plotter.close()

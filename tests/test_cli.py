@@ -1,0 +1,267 @@
+"""The ``msfem`` command line, in-process: results on disk, and every bad input refused.
+
+Runs in serial and under ``mpiexec -n 2 python -m mpi4py -m pytest``: every rank calls
+``main`` with the same (rank 0's) directories; messages are printed by rank 0 only.
+"""
+
+import json
+import logging
+import math
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from mpi4py import MPI
+
+import msfem
+from msfem.cli import main
+from msfem.config import ConfigError
+
+pytestmark = pytest.mark.filterwarnings("ignore::msfem.UnresolvedScaleWarning")
+
+COMM = MPI.COMM_WORLD
+
+# Hou & Wu (1997) eq. 4.1 at toy size: 4 x 4 coarse cells of 8 x 8 fine cells, eps = 1/8.
+TINY = """
+[mesh]
+N = 4
+M = 8
+
+[coefficient]
+type = "hou-wu"
+eps = 0.125
+
+[msfem]
+variant = "oversampling"
+oversampling = { coarse_layers = 1 }
+"""
+
+
+def has_pyvista() -> bool:
+    try:
+        import pyvista  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def shared_dir(factory) -> Path:
+    return COMM.bcast(factory.mktemp("cli") if COMM.rank == 0 else None, root=0)
+
+
+def write_config(directory: Path, text: str, name: str = "case.toml") -> Path:
+    path = directory / name
+    if COMM.rank == 0:
+        path.write_text(text)
+    COMM.barrier()
+    return path
+
+
+def read_metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def leftovers(out: Path) -> list[str]:
+    """Partial/backup siblings that atomic_directory must never leave behind."""
+    return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_logging():
+    """main() configures the msfem logger; give later test modules (caplog) it back."""
+    logger = logging.getLogger("msfem")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+# ----------------------------------------------------------------------------- results
+@pytest.fixture(scope="module")
+def fine_run(tmp_path_factory):
+    root = shared_dir(tmp_path_factory)
+    out = root / "fine"
+    status = main(["fine", str(write_config(root, TINY)), "--out", str(out)])
+    return status, out
+
+
+@pytest.fixture(scope="module")
+def solve_run(tmp_path_factory):
+    root = shared_dir(tmp_path_factory)
+    out = root / "solve"
+    status = main(["solve", str(write_config(root, TINY)), "--out", str(out)])
+    return status, out
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    if COMM.rank == 0:
+        assert capsys.readouterr().out.strip() == f"msfem {msfem.__version__}" == "msfem 0.1.0"
+
+
+@pytest.mark.serial_only
+def test_python_dash_m():
+    done = subprocess.run([sys.executable, "-m", "msfem", "--version"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "msfem 0.1.0"
+
+
+def test_fine_writes_metrics_fields_and_png(fine_run):
+    status, out = fine_run
+    assert status == 0
+    m = read_metrics(out)
+    assert m["command"] == "fine" and m["ranks"] == COMM.size
+    assert m["num_dofs"] == 33 * 33 and m["iterations"] > 0
+    for key in ("l2_norm", "h1_seminorm", "t_assemble", "t_solve"):
+        assert math.isfinite(m[key]) and m[key] > 0, key
+    assert m["config"]["coefficient"] == {"type": "hou-wu", "eps": 0.125}
+    assert (out / "u_fine.bp").is_dir()
+    if has_pyvista():
+        assert (out / "u_fine.png").stat().st_size > 1000
+    assert leftovers(out) == []
+
+
+def test_solve_writes_errors_fields_and_png(solve_run):
+    status, out = solve_run
+    assert status == 0
+    m = read_metrics(out)
+    assert m["command"] == "solve" and m["variant"] == "oversampling"
+    assert m["ranks"] == COMM.size
+    assert m["num_coarse_dofs"] == 25 and m["num_fine_dofs"] == 33 * 33
+    assert 0 < m["energy_rel"] < 1 and 0 < m["h1_rel"] < 1 and 0 < m["l2_rel"] < m["h1_rel"]
+    assert 0 < m["nodal_l2"] <= m["nodal_linf"] and math.isfinite(m["nodal_linf"])
+    for key in ("t_offline", "t_online", "t_reference"):
+        assert math.isfinite(m[key]) and m[key] >= 0, key
+    for name in ("u_msfem", "u_fine", "U_coarse"):
+        assert (out / f"{name}.bp").is_dir(), name
+    if has_pyvista():
+        assert (out / "u_fine_vs_u_ms.png").stat().st_size > 1000
+
+
+def test_xdmf_replaces_previous_results_and_prints_timings(tmp_path_factory, capfd):
+    root = shared_dir(tmp_path_factory)
+    out = root / "xdmf"
+    if COMM.rank == 0:
+        out.mkdir()
+        (out / "stale.txt").write_text("from an earlier run")
+    COMM.barrier()
+    cfg = write_config(root, TINY + '\n[output]\nformat = "xdmf"\npng = false\n')
+    assert main(["fine", str(cfg), "--out", str(out), "--timings"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "u_fine.h5", "u_fine.xdmf"]
+    assert leftovers(out) == []
+    if COMM.rank == 0:
+        assert "~msfem: fine solve" in capfd.readouterr().out
+
+
+# ----------------------------------------------------------------------------- bad input
+BAD_CONFIGS = {
+    "unknown-key": (TINY.replace("M = 8", "M = 8\nNN = 4"),
+                    ["unknown key 'NN' in [mesh]", "accepted keys: M, N, cell, lower, upper"]),
+    "unknown-section": (TINY + "\n[meshh]\nN = 2\n", ["unknown section [meshh]"]),
+    "M-zero": (TINY.replace("M = 8", "M = 0"), ["[mesh] M = 0 must be a positive integer"]),
+    "M-fractional": (TINY.replace("M = 8", "M = 1.5"), ["[mesh] M = 1.5 must be an integer"]),
+    "variant": (TINY.replace('"oversampling"\n', '"oversampled"\n'), ["variant", "one of"]),
+    "negative-coefficient": (TINY.replace('type = "hou-wu"\neps = 0.125',
+                                          'type = "laminate"\na1 = -1.0\na2 = 1.0\neps = 0.125'),
+                             ["Laminate is not positive definite", "value -1"]),
+}
+
+
+def check_refused(status, capsys, out: Path, fragments) -> None:
+    err = capsys.readouterr().err
+    assert status == 2
+    assert not out.exists()
+    assert leftovers(out) == []
+    if COMM.rank == 0:  # after the log lines, one line of error
+        assert err.splitlines()[-1].startswith("msfem: error: "), err
+        assert err.count("msfem: error:") == 1 and "Traceback" not in err
+        for fragment in fragments:
+            assert fragment in err, (fragment, err)
+
+
+@pytest.mark.parametrize("command", ["fine", "solve"])
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_is_refused_before_any_output(shared_tmp, capsys, command, case):
+    text, fragments = BAD_CONFIGS[case]
+    cfg = write_config(shared_tmp, text)
+    out = shared_tmp / "out"
+    check_refused(main([command, str(cfg), "--out", str(out)]), capsys, out, fragments)
+
+
+def test_missing_config_file(shared_tmp, capsys):
+    out = shared_tmp / "out"
+    status = main(["fine", str(shared_tmp / "nowhere.toml"), "--out", str(out)])
+    check_refused(status, capsys, out, ["nowhere.toml", "not found"])
+
+
+def test_usage_error_exits_2(capsys):
+    assert main(["fine"]) == 2
+    assert main(["no-such-command"]) == 2
+    if COMM.rank == 0:
+        assert "usage: msfem" in capsys.readouterr().err
+
+
+def test_debug_reraises(shared_tmp):
+    cfg = write_config(shared_tmp, TINY.replace("M = 8", "M = 0"))
+    out = str(shared_tmp / "out")
+    with pytest.raises(ConfigError, match="positive integer"):
+        main(["--debug", "fine", str(cfg), "--out", out])
+    with pytest.raises(ConfigError, match="positive integer"):
+        main(["fine", str(cfg), "--out", out, "--debug"])
+
+
+DIVERGENT = {
+    # CG + GAMG cannot reach 1e-14 in one iteration: the fine reference fails
+    "fine": (TINY + "\n[solver]\nksp_max_it = 1\nksp_rtol = 1e-14\n", "fine solve"),
+    # the coarse solve fails after the whole offline phase
+    "solve": (TINY + '\ncoarse_solver = { ksp_type = "cg", pc_type = "none", ksp_max_it = 1, '
+                     'ksp_rtol = 1e-14 }\n', "coarse solve"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(DIVERGENT))
+def test_divergence_keeps_previous_results(shared_tmp, capsys, command):
+    text, what = DIVERGENT[command]
+    cfg = write_config(shared_tmp, text)
+    out = shared_tmp / "previous"
+    if COMM.rank == 0:
+        out.mkdir()
+        (out / "metrics.json").write_text('{"old": true}')
+    COMM.barrier()
+    assert main([command, str(cfg), "--out", str(out)]) == 2
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    assert read_metrics(out) == {"old": True}
+    assert leftovers(out) == []
+    fresh = shared_tmp / "fresh"
+    status = main([command, str(cfg), "--out", str(fresh)])
+    check_refused(status, capsys, fresh, [what, "DIVERGED_MAX_IT"])
+
+
+# ----------------------------------------------------------------------------- delegation
+def test_delegated_commands(monkeypatch, shared_tmp):
+    calls = []
+    study = types.ModuleType("msfem.study")
+    study.run_study = lambda config, out: calls.append(("study", config, out))
+    hom = types.ModuleType("msfem.homogenization.cli")
+    hom.homogenize = lambda config, as_json: calls.append(("homogenize", config, as_json))
+    hom.rve = lambda config, out: calls.append(("rve", config, out))
+    monkeypatch.setitem(sys.modules, "msfem.study", study)
+    monkeypatch.setitem(sys.modules, "msfem.homogenization.cli", hom)
+    cfg, out = shared_tmp / "c.toml", shared_tmp / "o"
+    assert main(["study", str(cfg), "--out", str(out)]) == 0
+    assert main(["homogenize", str(cfg), "--json"]) == 0
+    assert main(["homogenize", str(cfg)]) == 0
+    assert main(["rve", str(cfg), "--out", str(out)]) == 0
+    assert calls == [("study", cfg, out), ("homogenize", cfg, True),
+                     ("homogenize", cfg, False), ("rve", cfg, out)]
+
+
+@pytest.mark.parametrize("command,module", [("study", "msfem.study"),
+                                            ("rve", "msfem.homogenization.cli")])
+def test_missing_delegate_is_a_clear_error(monkeypatch, shared_tmp, capsys, command, module):
+    monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
+    out = shared_tmp / "o"
+    status = main([command, str(shared_tmp / "c.toml"), "--out", str(out)])
+    check_refused(status, capsys, out, [f"'msfem {command}' is not available", module])
