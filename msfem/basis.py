@@ -338,6 +338,20 @@ class MultiscaleSpace:
         self.timings: dict[str, float] = {}
         self._t_petsc = 0.0
 
+    def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None):
+        """The (cached) :class:`~msfem.coarse.FineMap` between element data and the
+        distributed fine space ``V`` (default: the problem's space on the fine mesh)."""
+        from msfem.coarse import FineMap
+
+        cached = getattr(self, "_fine_map", None)
+        if V is None:
+            V = cached.V if cached is not None else self.problem.function_space(self.hierarchy.fine)
+        same = cached is not None and cached.V.mesh is V.mesh and \
+            cached.V.ufl_element() == V.ufl_element()  # same mesh + element: same dof layout
+        if not same:
+            self._fine_map = FineMap(V, self.hierarchy, self)
+        return self._fine_map
+
     # ----------------------------------------------------------------- local meshes
     def _local_mesh(self, shape: tuple[int, ...], keep_sub: int | None) -> tuple[tuple, _LocalMesh]:
         key = (shape, keep_sub)
@@ -565,6 +579,9 @@ class MultiscaleSpace:
                 self.elements.append(e)
                 if progress and ((k + 1) % max(1, -(-n // 10)) == 0 or k + 1 == n):
                     logger.info("  basis: %d/%d coarse cells on rank 0", k + 1, n)
+        with dolfinx.common.Timer("~msfem: offline (downscaling map)"):
+            self._fine_map = None
+            self.fine_map()  # element dofs <-> distributed fine dofs, for reconstruction
         self.timings["offline"] = h.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         self.timings["offline_rank"] = time.perf_counter() - t0
         self.timings["local_petsc"] = self._t_petsc

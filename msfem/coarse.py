@@ -43,7 +43,6 @@ class CoarseSolution:
     space: MultiscaleSpace
     U: dolfinx.fem.Function
     timings: dict[str, float] = field(default_factory=dict)
-    _fine_map: Any = None
 
     def reconstruct(self, V: dolfinx.fem.FunctionSpace | None = None) -> dolfinx.fem.Function:
         """The fine-scale reconstruction :math:`u_{ms} = \\sum_i U_i\\phi_i` on the fine space."""
@@ -74,12 +73,9 @@ class CoarseSolution:
         return out
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
-        """The map between element-local fine dofs and the distributed fine space."""
-        if self._fine_map is None or (V is not None and self._fine_map.V is not V):
-            h = self.space.hierarchy
-            V = V or self.space.problem.function_space(h.fine)
-            self._fine_map = FineMap(V, h, self.space)
-        return self._fine_map
+        """The map between element-local fine dofs and the distributed fine space
+        (built once per space and cached on the :class:`MultiscaleSpace`)."""
+        return self.space.fine_map(V)
 
 
 class FineMap:
@@ -106,19 +102,31 @@ class FineMap:
         self.global_dofs = (blocks[:, None] * bs + np.arange(bs)).ravel()
         self.offsets = np.concatenate([[0], np.cumsum(np.array(self.sizes, dtype=int) * bs)])
         self._scatter = None
+        self._inv_count: dolfinx.fem.Function | None = None
 
-    def gather(self, u: dolfinx.fem.Function) -> list[np.ndarray]:
-        """Values of ``u`` on the fine dofs of each owned coarse cell (K-mesh order)."""
-        vec = u.x.petsc_vec
+    def _ensure_scatter(self, vec: PETSc.Vec) -> None:
         if self._scatter is None:
             self._local = PETSc.Vec().createSeq(len(self.global_dofs), comm=MPI.COMM_SELF)
             is_from = PETSc.IS().createGeneral(self.global_dofs.astype(PETSc.IntType),
                                                comm=MPI.COMM_SELF)
             self._scatter = PETSc.Scatter().create(vec, is_from, self._local, None)
+
+    def gather(self, u: dolfinx.fem.Function) -> list[np.ndarray]:
+        """Values of ``u`` on the fine dofs of each owned coarse cell (K-mesh order)."""
+        vec = u.x.petsc_vec
+        self._ensure_scatter(vec)
         self._scatter.scatter(vec, self._local, addv=PETSc.InsertMode.INSERT,
                               mode=PETSc.ScatterMode.FORWARD)
         arr = self._local.getArray(readonly=True).copy()
         return [arr[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def _sum(self, values: np.ndarray, out: PETSc.Vec) -> None:
+        """out = Σ over elements of the element-local ``values`` (reverse scatter, ADD)."""
+        self._ensure_scatter(out)
+        out.set(0.0)
+        self._local.setArray(values)
+        self._scatter.scatter(self._local, out, addv=PETSc.InsertMode.ADD_VALUES,
+                              mode=PETSc.ScatterMode.REVERSE)
 
     def values_at(self, u: dolfinx.fem.Function, lattice: np.ndarray) -> np.ndarray:
         """Values (n, bs) of ``u`` at fine lattice nodes ``lattice`` (collective)."""
@@ -134,30 +142,28 @@ class FineMap:
         sc.destroy(); local.destroy(); is_from.destroy()
         return out
 
+    def _inverse_count(self) -> PETSc.Vec:
+        if self._inv_count is None:
+            c = dolfinx.fem.Function(self.V)
+            self._sum(np.ones(len(self.global_dofs)), c.x.petsc_vec)
+            arr = c.x.petsc_vec.getArray()
+            arr[arr == 0] = 1.0  # dofs of no owned element (cannot happen on a full hierarchy)
+            c.x.petsc_vec.reciprocal()
+            self._inv_count = c
+        return self._inv_count.x.petsc_vec
+
     def multiplicity(self) -> list[np.ndarray]:
-        """For each element, how many owned-cell elements (all ranks) share each fine dof."""
-        c = dolfinx.fem.Function(self.V)
-        c.x.petsc_vec.set(0.0)
-        idx = self.global_dofs.astype(PETSc.IntType)
-        c.x.petsc_vec.setValues(idx, np.ones(len(idx)), addv=PETSc.InsertMode.ADD_VALUES)
-        c.x.petsc_vec.assemble()
-        return self.gather(c)
+        """For each element, how many elements (all ranks) share each of its fine dofs."""
+        inv = dolfinx.fem.Function(self.V)
+        self._inverse_count().copy(inv.x.petsc_vec)
+        return [1.0 / v for v in self.gather(inv)]
 
     def average(self, values: list[np.ndarray], name: str = "u") -> dolfinx.fem.Function:
         """A fine Function from element-local values (averaged where elements overlap)."""
         u = dolfinx.fem.Function(self.V, name=name)
         total = u.x.petsc_vec
-        count = total.duplicate()
-        total.set(0.0)
-        count.set(0.0)
-        if values:
-            idx = self.global_dofs.astype(PETSc.IntType)
-            total.setValues(idx, np.concatenate(values), addv=PETSc.InsertMode.ADD_VALUES)
-            count.setValues(idx, np.ones(len(idx)), addv=PETSc.InsertMode.ADD_VALUES)
-        total.assemble()
-        count.assemble()
-        total.pointwiseDivide(total, count)
-        count.destroy()
+        self._sum(np.concatenate(values) if values else np.zeros(0), total)
+        total.pointwiseMult(total, self._inverse_count())
         u.x.scatter_forward()
         return u
 
