@@ -309,7 +309,11 @@ class MultiscaleSpace:
                 f"variant {self.variant.name!r} has no oversampling (got {oversampling}); use "
                 f"variant 'oversampling' or 'petrov-galerkin', or set oversampling to 0")
         max_layers = max(n * hierarchy.M for n in hierarchy.N)
-        if self.layers >= max_layers:
+        if oversampling.sampling_region is not None:
+            if oversampling.sampling_region % hierarchy.M:
+                raise ValueError(f"sampling_region = {oversampling.sampling_region} must be a "
+                                 f"multiple of M = {hierarchy.M}")
+        elif self.layers >= max_layers:
             raise ValueError(
                 f"oversampling patch ({self.layers} fine layers) is larger than the domain "
                 f"({max_layers} fine cells per direction); choose fewer layers")
@@ -337,6 +341,7 @@ class MultiscaleSpace:
         self.elements: list[ElementBasis] = []
         self.timings: dict[str, float] = {}
         self._t_petsc = 0.0
+        self._last_region: tuple | None = None
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None):
         """The (cached) :class:`~msfem.coarse.FineMap` between element data and the
@@ -358,6 +363,12 @@ class MultiscaleSpace:
         if key not in self._meshes:
             self._meshes[key] = _LocalMesh(self, shape, keep_sub)
         return key, self._meshes[key]
+
+    def patch(self, cell: int) -> Patch:
+        """The patch S of coarse cell ``cell`` (box around K, or its sampling region)."""
+        if self.oversampling.sampling_region is not None:
+            return self.hierarchy.sampling_region(cell, self.oversampling.sampling_region)
+        return self.hierarchy.patch(cell, self.layers)
 
     def _factorise(self, lm: _LocalMesh, A: PETSc.Mat, cell: int) -> None:
         lm.A_II = A.createSubMatrix(lm.isI, lm.isI, submat=lm.A_II)
@@ -445,7 +456,7 @@ class MultiscaleSpace:
     def local_basis(self, cell: int) -> ElementBasis:
         r"""Solve the local problems of coarse cell ``cell`` and return its element data."""
         h = self.hierarchy
-        patch: Patch = h.patch(cell, self.layers)
+        patch: Patch = self.patch(cell)
         _, sub = h.coarse_square(cell)
         simplex = h.n_sub > 1
         oversampled = self.layers > 0
@@ -474,27 +485,14 @@ class MultiscaleSpace:
             return self._element(cell, Kmesh, K_key, self._nodal(Kmesh, K_vertices, center),
                                  _petsc_to_csr(Kmesh.assemble()), K_vertices, center)
 
-        # local problems on S: A_II Ψ_I = -A_IB G
-        A_S = S.assemble()
-        t0 = time.perf_counter()
-        self._factorise(S, A_S, cell)
-        self._t_petsc += time.perf_counter() - t0
-        G = self._boundary_data(S, corners, K_vertices, center)
-        A_csr = _petsc_to_csr(A_S)
-        rhs = -(S.interior_boundary_block(A_csr) @ G)
-        B = PETSc.Mat().createDense(rhs.shape, array=np.ascontiguousarray(rhs), comm=MPI.COMM_SELF)
-        X = PETSc.Mat().createDense(rhs.shape, comm=MPI.COMM_SELF)
-        X.setUp()
-        t0 = time.perf_counter()
-        try:
-            S.ksp.matSolve(B, X)
-        except PETSc.Error as err:
-            raise solvers.SolverError(f"local solve failed on coarse cell {cell}: {err}") from err
-        self._t_petsc += time.perf_counter() - t0
-        psi = np.empty((len(S.interior) + len(S.boundary), G.shape[1]))
-        psi[S.interior] = X.getDenseArray()
-        psi[S.boundary] = G
-        B.destroy(); X.destroy()
+        # local problems on S (a sampling region's solutions are shared by its cells)
+        region = (patch.lo, patch.hi)
+        if self._last_region is not None and self._last_region[0] == region:
+            psi, A_csr = self._last_region[1], None
+        else:
+            psi, A_csr = self._solve_patch(S, cell, corners, K_vertices, center)
+            if self.oversampling.sampling_region is not None:
+                self._last_region = (region, psi)
 
         # restrict to K (K-mesh dof order) and normalise: φ_i(x_k) = δ_ik
         S_index = Kmesh.dof_index + np.array(patch.offset) * self.problem.degree
@@ -538,6 +536,32 @@ class MultiscaleSpace:
         return ElementBasis(cell, np.zeros(0, dtype=np.int64), lattice, phi, A_e, b_e,
                             sp.csr_matrix(A_K), K_key)
 
+    def _solve_patch(self, S: _LocalMesh, cell: int, corners: np.ndarray,
+                     K_vertices: np.ndarray, center: np.ndarray):
+        r"""Solve :math:`A_{II}\Psi_I = -A_{IB}G`, :math:`\Psi_B = G` on the patch mesh S."""
+        A_S = S.assemble()
+        t0 = time.perf_counter()
+        self._factorise(S, A_S, cell)
+        self._t_petsc += time.perf_counter() - t0
+        G = self._boundary_data(S, corners, K_vertices, center)
+        A_csr = _petsc_to_csr(A_S)
+        rhs = -(S.interior_boundary_block(A_csr) @ G)
+        B = PETSc.Mat().createDense(rhs.shape, array=np.ascontiguousarray(rhs), comm=MPI.COMM_SELF)
+        X = PETSc.Mat().createDense(rhs.shape, comm=MPI.COMM_SELF)
+        X.setUp()
+        t0 = time.perf_counter()
+        try:
+            S.ksp.matSolve(B, X)
+        except PETSc.Error as err:
+            raise solvers.SolverError(f"local solve failed on coarse cell {cell}: {err}") from err
+        self._t_petsc += time.perf_counter() - t0
+        psi = np.empty((len(S.interior) + len(S.boundary), G.shape[1]))
+        psi[S.interior] = X.getDenseArray()
+        psi[S.boundary] = G
+        B.destroy(); X.destroy()
+
+        return psi, A_csr
+
     def _vertex_blocks(self, lm: _LocalMesh, vertices: np.ndarray) -> np.ndarray:
         key = ("V", tuple(np.round((vertices - lm.origin) / self.hierarchy.h, 6).ravel()))
         if key not in lm.cache:
@@ -565,8 +589,12 @@ class MultiscaleSpace:
         xc = Vc.tabulate_dof_coordinates()[:, : h.dim]
         t0 = time.perf_counter()
         self._t_petsc = 0.0
+        self._last_region = None
         self.elements = []
         n = len(local)
+        if self.oversampling.sampling_region is not None:  # cells of one region in a row
+            order = np.lexsort(np.array([self.patch(int(c)).lo for c in lattice]).T[::-1])
+            local, lattice = local[order], lattice[order]
         with dolfinx.common.Timer("~msfem: offline (basis)"):
             for k, (c, cell) in enumerate(zip(local, lattice)):
                 e = self.local_basis(int(cell))

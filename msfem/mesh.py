@@ -286,6 +286,22 @@ class StructuredHierarchy:
                         for c, c2, m in zip(cell_lo, cell_hi, n))
         return Patch(int(cell), lo, hi, cell_lo, cell_hi, clipped)
 
+    def sampling_region(self, cell: int, size: int) -> Patch:
+        """The sampling region of coarse cell ``cell`` (Hou & Wu 1997, Tables III-IV): the
+        domain is tiled by fixed boxes of ``size`` fine cells per direction (a multiple of
+        M; the last box of a row is clipped) and K's patch is the box that contains it."""
+        if size % self.M:
+            raise ValueError(f"sampling region size M_S = {size} must be a multiple of M = "
+                             f"{self.M} so that every coarse cell lies in one region")
+        sq, _ = self.coarse_square(cell)
+        cell_lo = tuple(s * self.M for s in sq)
+        cell_hi = tuple(c + self.M for c in cell_lo)
+        n = [ni * self.M for ni in self.N]
+        lo = tuple((c // size) * size for c in cell_lo)
+        hi = tuple(min(a + size, m) for a, m in zip(lo, n))
+        clipped = tuple((False, a + size > m) for a, m in zip(lo, n))
+        return Patch(int(cell), lo, hi, cell_lo, cell_hi, clipped)
+
     def patch_coarse_cells(self, patch: Patch) -> np.ndarray:
         """Lattice ids of the coarse cells that intersect ``patch`` (whole or in part)."""
         lo = [a // self.M for a in patch.lo]
@@ -312,16 +328,26 @@ class Oversampling:
     Exactly one of: ``coarse_layers`` k (S = K plus k layers of coarse cells),
     ``ratio`` r (S homothetic to K with ratio r, i.e. (r-1)/2·H added on each side), or
     ``fine_layers`` ℓ. All are converted to fine layers (ℓ = kM, ℓ = round((r-1)M/2)).
+
+    Alternatively ``sampling_region`` M_S: Hou & Wu's (1997) fixed sampling regions of
+    M_S × M_S fine cells tiling Ω, each shared by all the coarse cells it contains.
     """
 
     coarse_layers: int | None = None
     ratio: float | None = None
     fine_layers: int | None = None
+    sampling_region: int | None = None
 
     def __post_init__(self):
-        given = [v is not None for v in (self.coarse_layers, self.ratio, self.fine_layers)]
+        given = [v is not None for v in (self.coarse_layers, self.ratio, self.fine_layers,
+                                         self.sampling_region)]
         if sum(given) > 1:
-            raise ValueError("give only one of coarse_layers, ratio, fine_layers")
+            raise ValueError("give only one of coarse_layers, ratio, fine_layers, "
+                             "sampling_region")
+        if self.sampling_region is not None and (
+                not isinstance(self.sampling_region, (int, np.integer)) or self.sampling_region < 1):
+            raise ValueError(f"sampling_region must be a positive integer (fine cells), got "
+                             f"{self.sampling_region!r}")
         if self.ratio is not None and self.ratio < 1:
             raise ValueError(f"oversampling ratio must be >= 1, got {self.ratio}")
         for name in ("coarse_layers", "fine_layers"):
@@ -330,7 +356,10 @@ class Oversampling:
                 raise ValueError(f"oversampling {name} must be a non-negative integer, got {v!r}")
 
     def layers(self, M: int) -> int:
-        """Fine layers added on every side for ``M`` fine cells per coarse cell."""
+        """Fine layers added on every side for ``M`` fine cells per coarse cell (for
+        sampling regions: ``M_S - M``, the largest extension, > 0 iff oversampled)."""
+        if self.sampling_region is not None:
+            return max(self.sampling_region - M, 0)
         if self.coarse_layers is not None:
             return self.coarse_layers * M
         if self.ratio is not None:
