@@ -240,7 +240,7 @@ def test_sampling_regions(comm):
                                                      boundary=boundary).build()).U
         ref = coarse_fem(hier, problem)
         assert np.abs(U.x.array - ref.x.array).max() < 1e-10 * np.abs(ref.x.array).max()
-    problem = msfem.diffusion(msfem.HouWu(eps=1 / 4), f=-1.0)
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 2), f=-1.0)
     space = msfem.MultiscaleSpace(hier, problem, "oversampling", os, boundary="oscillatory")
     shared = msfem.solve_coarse(space.build()).U.x.array.copy()
     local, lattice = hier.owned_coarse_cells
