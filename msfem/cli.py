@@ -4,7 +4,7 @@ Commands::
 
     msfem fine  CONFIG.toml --out DIR [--timings]   # fine reference solve
     msfem solve CONFIG.toml --out DIR [--timings]   # MsFEM + fine reference + errors
-    msfem study CONFIG.toml --out DIR               # msfem.study.run_study
+    msfem study CONFIG.toml --out DIR               # msfem.studies.run_study
     msfem homogenize CONFIG.toml [--json]           # msfem.homogenization.cli.homogenize
     msfem rve   CONFIG.toml --out DIR               # msfem.homogenization.cli.rve
     msfem --version
@@ -173,8 +173,8 @@ def _optional(module: str, name: str, command: str) -> Callable[..., Any]:
 
 
 def run_study(args: argparse.Namespace, comm: MPI.Comm) -> Any:
-    """``msfem study``: delegate to :func:`msfem.study.run_study`."""
-    return _optional("msfem.study", "run_study", "study")(Path(args.config), Path(args.out))
+    """``msfem study``: delegate to :func:`msfem.studies.run_study`."""
+    return _optional("msfem.studies", "run_study", "study")(Path(args.config), Path(args.out))
 
 
 def run_homogenize(args: argparse.Namespace, comm: MPI.Comm) -> Any:
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("fine", run_fine, "solve the fine-scale reference problem")
     command("solve", run_solve, "solve with MsFEM and compare with the fine reference")
-    command("study", run_study, "run a parameter study (msfem.study)")
+    command("study", run_study, "run a parameter study (msfem.studies)")
     hom = command("homogenize", run_homogenize, "effective coefficients by homogenization",
                   out=False)
     hom.add_argument("--json", action="store_true", help="print the result as JSON")

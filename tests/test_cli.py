@@ -242,12 +242,12 @@ def test_divergence_keeps_previous_results(shared_tmp, capsys, command):
 # ----------------------------------------------------------------------------- delegation
 def test_delegated_commands(monkeypatch, shared_tmp):
     calls = []
-    study = types.ModuleType("msfem.study")
+    study = types.ModuleType("msfem.studies")
     study.run_study = lambda config, out: calls.append(("study", config, out))
     hom = types.ModuleType("msfem.homogenization.cli")
     hom.homogenize = lambda config, as_json: calls.append(("homogenize", config, as_json))
     hom.rve = lambda config, out: calls.append(("rve", config, out))
-    monkeypatch.setitem(sys.modules, "msfem.study", study)
+    monkeypatch.setitem(sys.modules, "msfem.studies", study)
     monkeypatch.setitem(sys.modules, "msfem.homogenization.cli", hom)
     cfg, out = shared_tmp / "c.toml", shared_tmp / "o"
     assert main(["study", str(cfg), "--out", str(out)]) == 0
@@ -258,7 +258,7 @@ def test_delegated_commands(monkeypatch, shared_tmp):
                      ("homogenize", cfg, False), ("rve", cfg, out)]
 
 
-@pytest.mark.parametrize("command,module", [("study", "msfem.study"),
+@pytest.mark.parametrize("command,module", [("study", "msfem.studies"),
                                             ("rve", "msfem.homogenization.cli")])
 def test_missing_delegate_is_a_clear_error(monkeypatch, shared_tmp, capsys, command, module):
     monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
