@@ -35,7 +35,7 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,9 +64,10 @@ def box_bounds(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
     x = mesh.geometry.x[:, :gdim]
     lo = np.full(gdim, np.inf) if x.shape[0] == 0 else x.min(axis=0)
     hi = np.full(gdim, -np.inf) if x.shape[0] == 0 else x.max(axis=0)
-    lo = mesh.comm.allreduce(lo, op=MPI.MIN)
-    hi = mesh.comm.allreduce(hi, op=MPI.MAX)
-    return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    lo_g, hi_g = np.empty(gdim), np.empty(gdim)
+    mesh.comm.Allreduce(np.ascontiguousarray(lo, dtype=float), lo_g, op=MPI.MIN)
+    mesh.comm.Allreduce(np.ascontiguousarray(hi, dtype=float), hi_g, op=MPI.MAX)
+    return lo_g, hi_g
 
 
 def _gather(comm: MPI.Comm, a: np.ndarray, width: int) -> np.ndarray:
@@ -101,7 +102,6 @@ class PeriodicMap:
     upper: np.ndarray
     corner_dofs: np.ndarray
     num_masters: int
-    _work: dict = field(default_factory=dict, repr=False, compare=False)
 
     def reduce_matrix(self, A: PETSc.Mat) -> PETSc.Mat:
         r"""Return :math:`P^\top A P` (a new matrix, same communicator)."""
@@ -170,7 +170,6 @@ def periodic_map(V: dolfinx.fem.FunctionSpace) -> PeriodicMap:
     imap = V.dofmap.index_map
     bs = V.dofmap.index_map_bs
     n_own = imap.size_local
-    g0 = imap.local_range[0]
     x = V.tabulate_dof_coordinates()[:n_own, :gdim].astype(float)
     on_lo = np.abs(x - lo) < tol
     on_hi = np.abs(x - hi) < tol
@@ -246,7 +245,6 @@ def periodic_map(V: dolfinx.fem.FunctionSpace) -> PeriodicMap:
         bsize=bs, csr=(indptr, cols, vals), comm=comm,
     )
     P.assemble()
-    del g0
     corner_dofs = np.array([bs * corner + c for c in range(bs)], dtype=np.int64)
     return PeriodicMap(V=V, P=P, lower=lo, upper=hi, corner_dofs=corner_dofs,
                        num_masters=num_masters)
@@ -321,11 +319,9 @@ def disc_cell(
         out, _ = occ.fragment([(2, sq)], [(2, disc)])
         occ.synchronize()
         surfaces = [s for d, s in out if d == 2]
-        com = {s: gmsh.model.occ.getCenterOfMass(2, s) for s in surfaces}
         mass = {s: gmsh.model.occ.getMass(2, s) for s in surfaces}
         disc_s = min(surfaces, key=lambda s: mass[s])
         matrix_s = [s for s in surfaces if s != disc_s]
-        del com
         gmsh.model.addPhysicalGroup(2, matrix_s, 1)
         gmsh.model.addPhysicalGroup(2, [disc_s], 2)
         # periodic curves: right <- left, top <- bottom
