@@ -53,6 +53,9 @@ def make_ksp(
     ksp.setOptionsPrefix(prefix)
     merged = dict(defaults)
     merged.update(options or {})
+    if str(merged.get("pc_type")) not in ("lu", "cholesky"):  # factor options would dangle
+        merged.pop("pc_factor_mat_solver_type", None)
+        merged.pop("pc_factor_mat_ordering_type", None)
     opts = PETSc.Options()
     opts.prefixPush(prefix)
     try:

@@ -26,10 +26,7 @@ Every solve is a PETSc KSP (default MUMPS LU) configured by an options dict unde
 unique prefix; the converged reason is checked.
 """
 
-try:  # wheels route: loads MPI before PETSc
-    import dolfinx_solver  # noqa: F401
-except ImportError:  # pragma: no cover - conda/spack route
-    pass
+from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
 
 from msfem.homogenization.bounds import (
     hashin_shtrikman,

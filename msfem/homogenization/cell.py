@@ -48,10 +48,9 @@ from typing import Any, Union
 
 import numpy as np
 
-try:  # wheels route: loads MPI before PETSc
-    import dolfinx_solver  # noqa: F401
-except ImportError:  # pragma: no cover - conda/spack route
-    pass
+from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
+from msfem import solvers
+from msfem.solvers import DIRECT_OPTIONS
 
 import basix  # noqa: E402
 import dolfinx  # noqa: E402
@@ -82,17 +81,11 @@ __all__ = [
 #: Function on the cell mesh (or any UFL expression on it), or a number.
 Coefficient = Union[Callable[[Any], Any], dolfinx.fem.Function, float]
 
-#: Default solver of every homogenization solve: LU by MUMPS (serial and parallel).
-DIRECT_OPTIONS: dict[str, Any] = {
-    "ksp_type": "preonly",
-    "pc_type": "lu",
-    "pc_factor_mat_solver_type": "mumps",
-}
-
-_REASONS = {v: k for k, v in vars(PETSc.KSP.ConvergedReason).items() if not k.startswith("_")}
+#: Default solver of every homogenization solve: :data:`msfem.solvers.DIRECT_OPTIONS`
+#: (LU by MUMPS, serial and parallel).
 
 
-class HomogenizationSolverError(RuntimeError):
+class HomogenizationSolverError(solvers.SolverError):
     """A PETSc solve of a cell or RVE problem failed or diverged."""
 
 
@@ -120,38 +113,15 @@ class EffectiveTensor:
 # --------------------------------------------------------------------------- solvers
 def make_ksp(A: PETSc.Mat, prefix: str, options: Mapping[str, Any] | None) -> PETSc.KSP:
     """KSP on ``A`` from :data:`DIRECT_OPTIONS` updated by ``options`` under ``prefix``."""
-    ksp = PETSc.KSP().create(A.getComm())
-    ksp.setOperators(A)
-    ksp.setOptionsPrefix(prefix)
-    merged = dict(DIRECT_OPTIONS)
-    merged.update(options or {})
-    if str(merged.get("pc_type")) not in ("lu", "cholesky"):  # factor options would dangle
-        merged.pop("pc_factor_mat_solver_type", None)
-    opts = PETSc.Options()
-    opts.prefixPush(prefix)
-    try:
-        for key, value in merged.items():
-            opts[key] = value
-        ksp.setFromOptions()
-    finally:
-        for key in merged:
-            opts.delValue(key)
-        opts.prefixPop()
-    return ksp
+    return solvers.make_ksp(A, prefix, options, DIRECT_OPTIONS)
 
 
 def solve_checked(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec, what: str) -> None:
     """Solve ``A x = b``; raise :class:`HomogenizationSolverError` naming the KSP reason."""
     try:
-        ksp.solve(b, x)
-    except PETSc.Error as err:
-        raise HomogenizationSolverError(f"{what}: PETSc failed ({err})") from err
-    reason = ksp.getConvergedReason()
-    if reason < 0:
-        raise HomogenizationSolverError(
-            f"{what}: KSP diverged with reason {_REASONS.get(reason, reason)} after "
-            f"{ksp.getIterationNumber()} iterations (prefix {ksp.getOptionsPrefix()!r})"
-        )
+        solvers.solve(ksp, b, x, what)
+    except solvers.SolverError as err:
+        raise HomogenizationSolverError(str(err)) from err
 
 
 # ---------------------------------------------------------------------- coefficients

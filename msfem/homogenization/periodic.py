@@ -39,10 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:  # wheels route: loads MPI before PETSc
-    import dolfinx_solver  # noqa: F401
-except ImportError:  # pragma: no cover - conda/spack route
-    pass
+from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
 
 import dolfinx  # noqa: E402
 import dolfinx.fem  # noqa: E402
