@@ -46,6 +46,12 @@ from msfem.homogenization.cell import (
     mandel_basis,
     tagged_constant,
 )
+from msfem.homogenization.macro import (
+    cell_solution,
+    corrector_solution,
+    homogenized_problem,
+    homogenized_solution,
+)
 from msfem.homogenization.periodic import PeriodicMap, disc_cell, periodic_map, subtract_mean
 from msfem.homogenization.rve import (
     BOUNDARY_CONDITIONS,
@@ -58,6 +64,10 @@ from msfem.homogenization.rve import (
 )
 
 __all__ = [
+    "cell_solution",
+    "corrector_solution",
+    "homogenized_problem",
+    "homogenized_solution",
     "BOUNDARY_CONDITIONS",
     "DIRECT_OPTIONS",
     "ApparentTensor",

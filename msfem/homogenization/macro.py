@@ -1,0 +1,168 @@
+r"""Homogenized macro solution and the first-order corrector on the fine mesh.
+
+For a periodic coefficient :math:`a(x/\varepsilon)` (a :class:`~msfem.coefficients.Field`
+with period ``eps``) and the diffusion problem :math:`-\nabla\cdot(a\nabla u_\varepsilon)
+= f`:
+
+.. math::
+    -\nabla\cdot(A^*\nabla u_0) = f, \qquad
+    u_1 = u_0 + \varepsilon\,\chi_j(x/\varepsilon)\,\partial_j u_0,
+
+with :math:`A^*` and :math:`\chi_j` from the cell problems of
+:mod:`msfem.homogenization.cell` (Bensoussan, Lions & Papanicolaou 1978). Known limits
+(REFERENCES.md §3): :math:`\|u_\varepsilon - u_0\|_{L^2} = O(\varepsilon)`,
+:math:`\|u_\varepsilon - u_1\|_{H^1} = O(\sqrt\varepsilon)` on a bounded domain (the
+corrector violates the boundary condition: boundary layer).
+
+The cell problem is solved on ``COMM_SELF`` by every rank (it is small), so :math:`A^*`
+and :math:`\chi` are bitwise identical on all ranks and independent of the partition;
+:math:`u_0` is solved on the distributed fine mesh of the hierarchy, and :math:`u_1` is
+interpolated at its fine dofs (:math:`\partial_j u_0` by a lumped :math:`L^2`
+projection onto the fine Lagrange space).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from msfem import _runtime  # noqa: F401
+from msfem.coefficients import (
+    Checkerboard,
+    ConstantField,
+    Field,
+    HouWu,
+    Inclusions,
+    Laminate,
+    Periodic,
+)
+from msfem.fine import solve_fine
+from msfem.problem import Problem, diffusion
+
+import dolfinx  # noqa: E402
+import dolfinx.geometry  # noqa: E402
+import ufl  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from msfem.homogenization.cell import cellwise_constant, effective_tensor  # noqa: E402
+
+PERIODIC_FIELDS = (HouWu, Periodic, Laminate, Checkerboard, Inclusions)
+#: Resolution of the unit cell (cells per direction) and corrector degree.
+CELL_RESOLUTION, CELL_DEGREE = 32, 2
+
+
+@dataclass(frozen=True)
+class CellSolution:
+    """:math:`A^*` and the correctors :math:`\\chi_j` (on a COMM_SELF unit cell)."""
+
+    A_star: np.ndarray
+    correctors: tuple[dolfinx.fem.Function, ...]
+    eps: float
+
+
+def _periodic_coefficient(problem: Problem) -> Field:
+    if problem.shape != () or list(problem.coefficients) != ["a"]:
+        raise ValueError(
+            "homogenized solutions are implemented for scalar diffusion problems "
+            "(msfem.diffusion) with one periodic coefficient 'a'; got a problem with "
+            f"coefficients {list(problem.coefficients)} and value shape {problem.shape}")
+    fld = problem.coefficients["a"]
+    if not isinstance(fld, PERIODIC_FIELDS):
+        raise ValueError(
+            f"homogenization needs a periodic coefficient ({', '.join(c.__name__ for c in PERIODIC_FIELDS)}),"
+            f" got {type(fld).__name__}; for random media use the RVE tools "
+            f"(msfem.homogenization.rve)")
+    return fld
+
+
+@lru_cache(maxsize=8)
+def cell_solution(fld: Field, n: int = CELL_RESOLUTION, degree: int = CELL_DEGREE) -> CellSolution:
+    r"""Solve the cell problems of the periodic field ``fld`` on :math:`Y = (0,1)^d`.
+
+    The cell coefficient is :math:`a(y) = \mathrm{fld}(\varepsilon y)`.
+    """
+    eps = float(fld.eps)
+    dim = getattr(fld, "dim", 2)
+    cell = dolfinx.mesh.create_unit_square(MPI.COMM_SELF, n, n,
+                                           dolfinx.mesh.CellType.quadrilateral) \
+        if dim == 2 else dolfinx.mesh.create_unit_cube(MPI.COMM_SELF, n, n, n,
+                                                       dolfinx.mesh.CellType.hexahedron)
+    y = ufl.SpatialCoordinate(cell)
+    expr = fld.symbolic(eps * y)
+    if expr is None:  # piecewise-constant microstructures: sampled per cell
+        def values_at(mid):  # (n, d) midpoints -> (n,) values of fld(eps * y)
+            x = np.zeros((3, len(mid)))
+            x[: mid.shape[1]] = eps * mid.T
+            return fld.evaluate(x)
+
+        a = cellwise_constant(cell, values_at)
+    else:
+        a = expr
+    result = effective_tensor(cell, a, degree=degree)
+    return CellSolution(np.array(result.tensor), tuple(result.correctors), eps)
+
+
+def homogenized_problem(problem: Problem) -> Problem:
+    """The same boundary value problem with :math:`a` replaced by the constant :math:`A^*`."""
+    cs = cell_solution(_periodic_coefficient(problem))
+    return diffusion(ConstantField(cs.A_star.tolist()), f=problem.source,
+                     dirichlet=problem.dirichlet, neumann=problem.neumann,
+                     degree=problem.degree, name="homogenized")
+
+
+def homogenized_solution(hierarchy, problem: Problem, *, petsc_options=None) -> dolfinx.fem.Function:
+    r"""The homogenized solution :math:`u_0` on the fine space of ``hierarchy``."""
+    u0 = solve_fine(hierarchy.fine, homogenized_problem(problem), petsc_options=petsc_options,
+                    prefix="msfem_homogenized_").u
+    u0.name = "u0"
+    return u0
+
+
+def corrector_solution(hierarchy, problem: Problem, *, petsc_options=None) -> dolfinx.fem.Function:
+    r"""The first-order corrector :math:`u_1 = u_0 + \varepsilon\chi_j(x/\varepsilon)
+    \partial_j u_0`, interpolated at the fine dofs."""
+    cs = cell_solution(_periodic_coefficient(problem))
+    u0 = homogenized_solution(hierarchy, problem, petsc_options=petsc_options)
+    V = u0.function_space
+    mesh = V.mesh
+    dim = mesh.topology.dim
+    grad = _lumped_gradient(u0)  # (n_local, dim)
+    x = V.tabulate_dof_coordinates()[:, :dim]
+    y = np.mod(x / cs.eps, 1.0)
+    chi = _evaluate(cs.correctors, y)  # (n_local, dim)
+    u1 = dolfinx.fem.Function(V, name="u1")
+    u1.x.array[:] = u0.x.array + cs.eps * np.sum(chi * grad, axis=1)
+    u1.x.scatter_forward()
+    return u1
+
+
+def _lumped_gradient(u: dolfinx.fem.Function) -> np.ndarray:
+    r""":math:`g_i = \int\nabla u\,\varphi_i / \int\varphi_i` at every local dof."""
+    V = u.function_space
+    dim = V.mesh.topology.dim
+    v = ufl.TestFunction(V)
+    mass = dolfinx.fem.assemble_vector(dolfinx.fem.form(v * ufl.dx))
+    mass.scatter_reverse(dolfinx.la.InsertMode.add)
+    mass.scatter_forward()
+    out = np.zeros((len(mass.array), dim))
+    for j in range(dim):
+        g = dolfinx.fem.assemble_vector(dolfinx.fem.form(u.dx(j) * v * ufl.dx))
+        g.scatter_reverse(dolfinx.la.InsertMode.add)
+        g.scatter_forward()
+        out[:, j] = g.array / mass.array
+    return out
+
+
+def _evaluate(functions, y: np.ndarray) -> np.ndarray:
+    """Values of COMM_SELF cell functions at points ``y`` (n, d) of the unit cell."""
+    mesh = functions[0].function_space.mesh
+    dim = mesh.topology.dim
+    pts = np.zeros((len(y), 3))
+    pts[:, :dim] = np.clip(y, 1e-12, 1 - 1e-12)
+    tree = dolfinx.geometry.bb_tree(mesh, dim)
+    candidates = dolfinx.geometry.compute_collisions_points(tree, pts)
+    cells = dolfinx.geometry.compute_colliding_cells(mesh, candidates, pts)
+    first = np.array([cells.links(i)[0] for i in range(len(pts))], dtype=np.int32)
+    return np.column_stack([f.eval(pts, first).ravel() for f in functions])

@@ -1,0 +1,58 @@
+"""Homogenized macro solution u0 and first-order corrector u1 (scale separation)."""
+
+import numpy as np
+import pytest
+from helpers import fitted_rate
+from mpi4py import MPI
+
+import msfem
+from msfem import norms
+from msfem.homogenization import cell_solution, corrector_solution, homogenized_solution
+
+
+def test_laminate_effective_tensor_in_macro_cell_solution():
+    """The macro module's A* of a laminate is the arithmetic/harmonic mean pair."""
+    lam = msfem.Laminate(1.0, 9.0, eps=0.1, direction=0, fraction=0.5)
+    A = cell_solution(lam).A_star
+    assert A[0, 0] == pytest.approx(2 / (1 + 1 / 9), rel=1e-8)  # across: harmonic
+    assert A[1, 1] == pytest.approx(5.0, rel=1e-8)  # along: arithmetic
+    assert abs(A[0, 1]) < 1e-10
+
+
+def test_scale_separation_rates(comm):
+    """||u_eps - u0||_L2 = O(eps); ||u_eps - u1||_H1 = O(sqrt eps) (boundary layer) while
+    ||u_eps - u0||_H1 = O(1) (REFERENCES.md §3)."""
+    epss = [1 / 4, 1 / 8, 1 / 16]
+    e0_l2, e0_h1, e1_h1 = [], [], []
+    for eps in epss:
+        problem = msfem.diffusion(msfem.HouWu(eps=eps), f=-1.0, quadrature_degree=4)
+        hier = msfem.StructuredHierarchy(comm, 4, int(round(16 / (eps * 4))), "quadrilateral")
+        u_eps = msfem.solve_fine(hier.fine, problem).u
+        e0 = norms.errors(homogenized_solution(hier, problem), u_eps)
+        e1 = norms.errors(corrector_solution(hier, problem), u_eps)
+        e0_l2.append(e0["l2"])
+        e0_h1.append(e0["h1"])
+        e1_h1.append(e1["h1"])
+    assert fitted_rate(epss, e0_l2) == pytest.approx(1.0, abs=0.25)
+    assert abs(fitted_rate(epss, e0_h1)) < 0.1
+    assert fitted_rate(epss, e1_h1) == pytest.approx(0.5, abs=0.2)
+    assert e1_h1[-1] < 0.25 * e0_h1[-1]
+
+
+def test_non_periodic_coefficient_refused(comm):
+    hier = msfem.StructuredHierarchy(comm, 2, 8)
+    problem = msfem.diffusion(msfem.RandomCheckerboard(1, 2, 1 / 8, seed=0, ncells=(8, 8)))
+    with pytest.raises(ValueError, match="periodic coefficient"):
+        homogenized_solution(hier, problem)
+    with pytest.raises(ValueError, match="scalar diffusion"):
+        homogenized_solution(hier, msfem.elasticity(msfem.HouWu(eps=0.5)))
+
+
+def test_same_on_any_number_of_ranks(comm):
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 4), f=-1.0)
+    out = []
+    for c in (comm, MPI.COMM_SELF):
+        hier = msfem.StructuredHierarchy(c, 4, 8)
+        u1 = corrector_solution(hier, problem, petsc_options=msfem.solvers.DIRECT_OPTIONS)
+        out.append([norms.l2_norm(u1), norms.h1_seminorm(u1)])
+    assert np.allclose(out[0], out[1], rtol=1e-10)
