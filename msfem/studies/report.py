@@ -113,6 +113,11 @@ def families(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> list[Family]:
                                                         if several_ratio else ""))
     if by_eps:
         out.append(Family("error_vs_eps", "eps", "error vs ε at fixed H/ε", by_eps))
+    fixed_H = ["method", "oversampling", "N", *params]  # scale separation: ε -> 0, H fixed
+    by_eps_H = _group(rows, "eps", fixed_H, lambda r: with_params(r, params))
+    if by_eps_H and not by_eps:
+        out.append(Family("error_vs_eps_fixed_H", "eps", "error vs ε at fixed H "
+                          "(scale separation)", by_eps_H))
     for p in params:
         others = [q for q in params if q != p]
         fixed = ["method", "oversampling", "eps", "N", "M", *others]
