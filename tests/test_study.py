@@ -69,7 +69,9 @@ SMALL = {"eps": 0.125, "NM": 64, "H_over_eps": [0.5, 1.0, 2.0],
 
 def test_resonance_signature(shared_tmp):
     """Linear BC: nodal error peaks near H ~ eps and falls for H > eps; oversampling cuts it."""
-    cfg = write_config(shared_tmp / "res.toml", dict(SMALL, H_over_eps=[0.25, 0.5, 1.0, 2.0]))
+    cfg = write_config(shared_tmp / "res.toml", dict(SMALL, H_over_eps=[0.25, 0.5, 1.0, 2.0],
+                                                      methods=["linear", "oversampling",
+                                                               "homogenized"]))
     rows = run_study(cfg, shared_tmp / "res")
     ratios = [0.25, 0.5, 1.0, 2.0]
     lin = [select(rows, method="linear", H_over_eps=r)[0] for r in ratios]
@@ -83,6 +85,9 @@ def test_resonance_signature(shared_tmp):
     assert max(r["nodal_linf"] for r in ovs[:3]) < 0.5 * e_lin[peak]
     for o, li in zip(ovs[:3], lin[:3]):
         assert o["energy_rel"] < 0.75 * li["energy_rel"]
+    # the homogenized u0 lives on the fine grid: its L2 error does not depend on H
+    hom = [select(rows, method="homogenized", H_over_eps=r)[0]["l2_rel"] for r in ratios]
+    assert max(hom) - min(hom) < 1e-10 * max(hom) and 0 < hom[0] < 0.2
     report = (shared_tmp / "res" / "report.md").read_text()
     assert "fig_resonance.png" in report and "error vs H at fixed ε" in report
     for name in ("fig_resonance.png", "fig_resonance.pdf", "results.csv"):
