@@ -32,6 +32,7 @@ from msfem.coefficients import (
     HouWu,
     Inclusions,
     Laminate,
+    LocallyPeriodic,
     LogNormal,
     Periodic,
     RandomCheckerboard,
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CoarseSolution", "MultiscaleSpace", "VARIANTS", "prolongation", "solve_coarse",
     "Boxes", "Checkerboard", "ConstantField", "Dirichlet", "Field", "FineSolution", "HouWu",
-    "Inclusions", "Laminate", "LogNormal", "Neumann", "Oversampling", "Periodic", "Problem",
+    "Inclusions", "Laminate", "LocallyPeriodic", "LogNormal", "Neumann", "Oversampling", "Periodic", "Problem",
     "RandomCheckerboard", "RefinedHierarchy", "SolverError", "StructuredHierarchy",
     "UnresolvedScaleWarning", "UserField", "channels", "diffusion", "elasticity",
     "reaction_diffusion", "solve_fine", "square_inclusions", "__version__",

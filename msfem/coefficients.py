@@ -146,6 +146,30 @@ class Periodic(Field):
 
 
 @dataclass(frozen=True)
+class LocallyPeriodic(Field):
+    r"""A locally periodic field :math:`a(x, x/\varepsilon)`: slow variable x, fast y.
+
+    ``cell_function(x, y, ns)`` must be 1-periodic in ``y``; ``ns`` is the NumPy/UFL math
+    namespace as for :class:`Periodic`. Homogenization solves one cell problem per coarse
+    cell, at its centre (:func:`msfem.homogenization.macro.local_effective_tensors`).
+    """
+
+    cell_function: Callable[[Any, Any, _Namespace], Any]
+    eps: float
+    shape: tuple[int, ...] = ()
+
+    def evaluate(self, x):
+        value = self.cell_function(x, x / self.eps, NUMPY)
+        if self.shape:
+            return np.array([[_vectorise(v, x.shape[1]) for v in row] for row in value])
+        return _vectorise(value, x.shape[1])
+
+    def symbolic(self, x):
+        value = self.cell_function(x, x / self.eps, UFL)
+        return ufl.as_matrix(value) if self.shape else value
+
+
+@dataclass(frozen=True)
 class Laminate(Field):
     r"""Layers of period ε normal to ``direction``: :math:`a = a_1` on a fraction ``f``.
 

@@ -19,6 +19,13 @@ and :math:`\chi` are bitwise identical on all ranks and independent of the parti
 :math:`u_0` is solved on the distributed fine mesh of the hierarchy, and :math:`u_1` is
 interpolated at its fine dofs (:math:`\partial_j u_0` by a lumped :math:`L^2`
 projection onto the fine Lagrange space).
+
+Locally periodic coefficients :math:`a(x, x/\varepsilon)`
+(:class:`~msfem.coefficients.LocallyPeriodic`): one cell problem per coarse cell K at its
+centre :math:`x_K`, :math:`A^*(x) \approx A^*(x_K)` on K (an :math:`O(H)` approximation of
+the slow variation). Every rank solves the cell problems of the coarse cells it owns on
+``COMM_SELF`` (one compiled form, :math:`x_K` passed as a ``fem.Constant``); the small
+table of tensors is then shared by an allgather over the coarse cells.
 """
 
 from __future__ import annotations
@@ -30,13 +37,16 @@ import numpy as np
 
 from msfem import _runtime  # noqa: F401
 from msfem.coefficients import (
+    UFL,
     Checkerboard,
     ConstantField,
     Field,
     HouWu,
     Inclusions,
     Laminate,
+    LocallyPeriodic,
     Periodic,
+    UserField,
 )
 from msfem.fine import solve_fine
 from msfem.problem import Problem, diffusion
@@ -62,13 +72,17 @@ class CellSolution:
     eps: float
 
 
-def _periodic_coefficient(problem: Problem) -> Field:
+def _diffusion_coefficient(problem: Problem) -> Field:
     if problem.shape != () or list(problem.coefficients) != ["a"]:
         raise ValueError(
             "homogenized solutions are implemented for scalar diffusion problems "
             "(msfem.diffusion) with one periodic coefficient 'a'; got a problem with "
             f"coefficients {list(problem.coefficients)} and value shape {problem.shape}")
-    fld = problem.coefficients["a"]
+    return problem.coefficients["a"]
+
+
+def _periodic_coefficient(problem: Problem) -> Field:
+    fld = _diffusion_coefficient(problem)
     if not isinstance(fld, PERIODIC_FIELDS):
         raise ValueError(
             f"homogenization needs a periodic coefficient ({', '.join(c.__name__ for c in PERIODIC_FIELDS)}),"
@@ -104,18 +118,58 @@ def cell_solution(fld: Field, n: int = CELL_RESOLUTION, degree: int = CELL_DEGRE
     return CellSolution(np.array(result.tensor), tuple(result.correctors), eps)
 
 
-def homogenized_problem(problem: Problem) -> Problem:
-    """The same boundary value problem with :math:`a` replaced by the constant :math:`A^*`."""
-    cs = cell_solution(_periodic_coefficient(problem))
-    return diffusion(ConstantField(cs.A_star.tolist()), f=problem.source,
-                     dirichlet=problem.dirichlet, neumann=problem.neumann,
-                     degree=problem.degree, name="homogenized")
+def local_effective_tensors(hierarchy, fld: LocallyPeriodic, n: int = 16,
+                            degree: int = CELL_DEGREE) -> np.ndarray:
+    r""":math:`A^*(x_K)` for every coarse cell K (indexed by lattice id), shape (n_K, d, d).
+
+    Solves :math:`-\nabla_y\cdot(a(x_K, y)(e_j + \nabla_y\chi_j)) = 0` on the unit cell
+    for the coarse cells owned by this rank, then allgathers the table.
+    """
+    d = hierarchy.dim
+    cell = dolfinx.mesh.create_unit_square(MPI.COMM_SELF, n, n,
+                                           dolfinx.mesh.CellType.quadrilateral) \
+        if d == 2 else dolfinx.mesh.create_unit_cube(MPI.COMM_SELF, n, n, n,
+                                                     dolfinx.mesh.CellType.hexahedron)
+    xK = dolfinx.fem.Constant(cell, np.zeros(d))
+    x_ufl = ufl.as_vector([xK[i] for i in range(d)])
+
+    def a(y):
+        value = fld.cell_function(x_ufl, y, UFL)
+        return ufl.as_matrix(value) if fld.shape else value
+
+    _, lattice = hierarchy.owned_coarse_cells
+    mine = []
+    for cid in lattice:
+        xK.value[:] = hierarchy.coarse_vertices(int(cid)).mean(axis=0)
+        mine.append((int(cid), effective_tensor(cell, a, degree=degree).tensor))
+    table = np.zeros((hierarchy.num_coarse_cells, d, d))
+    for part in hierarchy.comm.allgather(mine):
+        for cid, tensor in part:
+            table[cid] = tensor
+    return table
+
+
+def homogenized_problem(problem: Problem, hierarchy=None) -> Problem:
+    """The same boundary value problem with :math:`a` replaced by :math:`A^*` (constant, or
+    piecewise constant on the coarse cells of ``hierarchy`` for locally periodic fields)."""
+    fld = _diffusion_coefficient(problem)
+    if isinstance(fld, LocallyPeriodic):
+        if hierarchy is None:
+            raise ValueError("a locally periodic coefficient needs the hierarchy (one cell "
+                             "problem per coarse cell)")
+        table = local_effective_tensors(hierarchy, fld)
+        A_star = UserField(lambda x: np.moveaxis(table[hierarchy.locate_coarse(x)], 0, -1),
+                           shape=table.shape[1:])
+    else:
+        A_star = ConstantField(cell_solution(_periodic_coefficient(problem)).A_star.tolist())
+    return diffusion(A_star, f=problem.source, dirichlet=problem.dirichlet,
+                     neumann=problem.neumann, degree=problem.degree, name="homogenized")
 
 
 def homogenized_solution(hierarchy, problem: Problem, *, petsc_options=None) -> dolfinx.fem.Function:
     r"""The homogenized solution :math:`u_0` on the fine space of ``hierarchy``."""
-    u0 = solve_fine(hierarchy.fine, homogenized_problem(problem), petsc_options=petsc_options,
-                    prefix="msfem_homogenized_").u
+    u0 = solve_fine(hierarchy.fine, homogenized_problem(problem, hierarchy),
+                    petsc_options=petsc_options, prefix="msfem_homogenized_").u
     u0.name = "u0"
     return u0
 
