@@ -119,8 +119,25 @@ class HouWu(Field):
         return self._formula(x, UFL)
 
 
+class _TwoScale(Field):
+    """A field given by one callable for NumPy and UFL: subclasses define ``_value``."""
+
+    def _value(self, x, ns):
+        raise NotImplementedError  # pragma: no cover - defined by every subclass
+
+    def evaluate(self, x):
+        value = self._value(x, NUMPY)
+        if self.shape:
+            return np.array([[_vectorise(v, x.shape[1]) for v in row] for row in value])
+        return _vectorise(value, x.shape[1])
+
+    def symbolic(self, x):
+        value = self._value(x, UFL)
+        return ufl.as_matrix(value) if self.shape else value
+
+
 @dataclass(frozen=True)
-class Periodic(Field):
+class Periodic(_TwoScale):
     r"""A periodic field :math:`a(x/\varepsilon)` from a cell function :math:`a(y)`.
 
     ``cell_function(y, ns)`` gets the fast variable ``y = x/ε`` and a math namespace
@@ -133,20 +150,12 @@ class Periodic(Field):
     eps: float
     shape: tuple[int, ...] = ()
 
-    def evaluate(self, x):
-        y = x / self.eps
-        value = self.cell_function(y, NUMPY)
-        if self.shape:
-            return np.array([[_vectorise(v, x.shape[1]) for v in row] for row in value])
-        return _vectorise(value, x.shape[1])
-
-    def symbolic(self, x):
-        value = self.cell_function(x / self.eps, UFL)
-        return ufl.as_matrix(value) if self.shape else value
+    def _value(self, x, ns):
+        return self.cell_function(x / self.eps, ns)
 
 
 @dataclass(frozen=True)
-class LocallyPeriodic(Field):
+class LocallyPeriodic(_TwoScale):
     r"""A locally periodic field :math:`a(x, x/\varepsilon)`: slow variable x, fast y.
 
     ``cell_function(x, y, ns)`` must be 1-periodic in ``y``; ``ns`` is the NumPy/UFL math
@@ -158,15 +167,8 @@ class LocallyPeriodic(Field):
     eps: float
     shape: tuple[int, ...] = ()
 
-    def evaluate(self, x):
-        value = self.cell_function(x, x / self.eps, NUMPY)
-        if self.shape:
-            return np.array([[_vectorise(v, x.shape[1]) for v in row] for row in value])
-        return _vectorise(value, x.shape[1])
-
-    def symbolic(self, x):
-        value = self.cell_function(x, x / self.eps, UFL)
-        return ufl.as_matrix(value) if self.shape else value
+    def _value(self, x, ns):
+        return self.cell_function(x, x / self.eps, ns)
 
 
 @dataclass(frozen=True)
