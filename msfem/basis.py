@@ -157,6 +157,7 @@ class _LocalMesh:
         interior = np.setdiff1d(np.arange(n), self.boundary_blocks)
         self.boundary = _expand(self.boundary_blocks, self.bs)
         self.interior = _expand(interior, self.bs)
+        self._domain = (h.lower, h.upper)
         self.disc = space.problem.discretise(self.V, boundary_facets=self._boundary_facets)
         self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
         self.isI = PETSc.IS().createGeneral(self.interior.astype(np.int32), comm=MPI.COMM_SELF)

@@ -253,3 +253,25 @@ def test_sampling_regions(comm):
     with pytest.raises(ValueError, match="multiple of M"):
         msfem.MultiscaleSpace(hier, problem, "oversampling", msfem.Oversampling(sampling_region=6))
     assert np.isfinite(shared).all()
+
+
+@pytest.mark.parametrize("variant,os", [("linear", 0), ("oscillatory", 0), ("oversampling", 1),
+                                        ("petrov-galerkin", 1)])
+def test_nonzero_dirichlet_and_neumann_data(comm, variant, os):
+    """u = 1 + x + 2y solves -div(a grad u) = 0 for a constant a: with u = g on x = 0, 1
+    and the flux a du/dn = ±2a on y = 0, 1 (through the basis into the coarse load) every
+    variant is exact at the coarse vertices and in the reconstruction."""
+    a = 3.0
+    left_right = (lambda x: np.isclose(x[0], 0) | np.isclose(x[0], 1))
+    problem = msfem.diffusion(
+        a, f=0.0, dirichlet=(msfem.Dirichlet(lambda x: 1 + x[0] + 2 * x[1], left_right),),
+        neumann=(msfem.Neumann(2 * a, lambda x: np.isclose(x[1], 1)),
+                 msfem.Neumann(-2 * a, lambda x: np.isclose(x[1], 0))))
+    hier = msfem.StructuredHierarchy(comm, 4, 4, "quadrilateral")
+    sol = msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, variant, os).build())
+    Vc = sol.U.function_space
+    xc = Vc.tabulate_dof_coordinates()
+    assert np.allclose(sol.U.x.array, 1 + xc[:, 0] + 2 * xc[:, 1], atol=1e-10)
+    u = sol.reconstruct()
+    x = u.function_space.tabulate_dof_coordinates()
+    assert np.allclose(u.x.array, 1 + x[:, 0] + 2 * x[:, 1], atol=1e-10)
