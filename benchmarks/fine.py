@@ -8,9 +8,9 @@ Prints ratios measured in this one run (no absolute targets are asserted anywher
 import argparse
 import time
 
-import msfem
 from mpi4py import MPI
 
+import msfem
 from msfem.solvers import DIRECT_OPTIONS
 
 parser = argparse.ArgumentParser()

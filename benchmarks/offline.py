@@ -14,8 +14,9 @@
 import argparse
 import time
 
-import msfem
 from mpi4py import MPI
+
+import msfem
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--N", type=int, default=32, help="coarse cells per direction")

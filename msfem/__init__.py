@@ -11,7 +11,9 @@ The workflow, one module per step:
 4. **Multiscale basis** (:mod:`msfem.basis`): per coarse cell K, local problems on a
    patch :math:`S \supseteq K`,
 
-   .. math:: a_S(\psi_j, v) = 0 \quad \forall v \in V_{h,0}(S), \qquad \psi_j = g_j \text{ on } \partial S,
+   .. math::
+      a_S(\psi_j, v) = 0 \quad \forall v \in V_{h,0}(S), \qquad
+      \psi_j = g_j \text{ on } \partial S,
 
    combined into :math:`\phi_i = \sum_j c_{ij}\psi_j|_K` with :math:`\phi_i(x_k) = \delta_{ik}`.
 5. **Coarse system** (:mod:`msfem.coarse`):
@@ -24,6 +26,9 @@ The workflow, one module per step:
 """
 
 from msfem._runtime import configure_logging  # noqa: F401  (imports dolfinx_solver first)
+from msfem.basis import VARIANTS, MultiscaleSpace
+from msfem.coarse import CoarseSolution, prolongation
+from msfem.coarse import solve as solve_coarse
 from msfem.coefficients import (
     Boxes,
     Checkerboard,
@@ -41,9 +46,6 @@ from msfem.coefficients import (
     channels,
     square_inclusions,
 )
-from msfem.basis import VARIANTS, MultiscaleSpace
-from msfem.coarse import CoarseSolution, prolongation
-from msfem.coarse import solve as solve_coarse
 from msfem.fine import FineSolution, solve_fine
 from msfem.mesh import Oversampling, RefinedHierarchy, StructuredHierarchy
 from msfem.problem import Dirichlet, Neumann, Problem, diffusion, elasticity, reaction_diffusion
@@ -54,7 +56,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CoarseSolution", "MultiscaleSpace", "VARIANTS", "prolongation", "solve_coarse",
     "Boxes", "Checkerboard", "ConstantField", "Dirichlet", "Field", "FineSolution", "HouWu",
-    "Inclusions", "Laminate", "LocallyPeriodic", "LogNormal", "Neumann", "Oversampling", "Periodic", "Problem",
+    "Inclusions", "Laminate", "LocallyPeriodic", "LogNormal", "Neumann", "Oversampling",
+    "Periodic", "Problem",
     "RandomCheckerboard", "RefinedHierarchy", "SolverError", "StructuredHierarchy",
     "UnresolvedScaleWarning", "UserField", "channels", "diffusion", "elasticity",
     "reaction_diffusion", "solve_fine", "square_inclusions", "__version__",

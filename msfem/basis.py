@@ -51,20 +51,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dolfinx
+import dolfinx.fem.petsc
 import numpy as np
 import scipy.sparse as sp
+import ufl
+from mpi4py import MPI
+from petsc4py import PETSc
 
-from msfem import _runtime  # noqa: F401
-from msfem import solvers
+from msfem import (
+    _runtime,  # noqa: F401
+    solvers,
+)
 from msfem.coefficients import Field
 from msfem.mesh import Oversampling, Patch, StructuredHierarchy, _locate_sub, create_lattice_mesh
 from msfem.problem import Problem
-
-import dolfinx  # noqa: E402
-import dolfinx.fem.petsc  # noqa: E402
-import ufl  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-from petsc4py import PETSc  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,14 @@ def get_variant(name: str, boundary: str | None = None) -> Variant:
 
 @dataclass
 class ElementBasis:
-    """The multiscale basis of one coarse cell K, stored as element data.
+    r"""The multiscale basis of one coarse cell K, stored as element data.
 
     Attributes:
         cell: lattice id of K.
         coarse_dofs: local (unblocked) coarse dof index of each basis function.
         lattice: global lattice ids of the fine dof blocks of K (K-mesh order).
         phi: basis values, shape (n_fine_dofs_K * bs, n_basis) (trial functions).
-        A: element matrix :math:`a_K(\\phi_j, w_i)`; b: element load :math:`L_K(w_i)`.
+        A: element matrix :math:`a_K(\phi_j, w_i)`; b: element load :math:`L_K(w_i)`.
         A_K: fine matrix of :math:`a` restricted to the cells of K (for energy norms).
         K_key: key of the K-mesh in the cache (for its mass and stiffness matrices).
     """
@@ -258,10 +259,10 @@ def _petsc_to_csr(A: PETSc.Mat) -> sp.csr_matrix:
 
 
 def polynomial_basis(cell_type: str, xi: np.ndarray) -> np.ndarray:
-    """Values (n, m) of the coarse polynomial space at local coordinates ``xi`` (n, d).
+    r"""Values (n, m) of the coarse polynomial space at local coordinates ``xi`` (n, d).
 
-    P1 (simplices): :math:`\\{1, \\xi_1, \\dots, \\xi_d\\}`; Q1 (intervals, quadrilaterals,
-    hexahedra): all products :math:`\\prod_{k \\in s} \\xi_k` over subsets s.
+    P1 (simplices): :math:`\{1, \xi_1, \dots, \xi_d\}`; Q1 (intervals, quadrilaterals,
+    hexahedra): all products :math:`\prod_{k \in s} \xi_k` over subsets s.
     """
     n, d = xi.shape
     if cell_type in ("triangle", "tetrahedron"):
@@ -345,8 +346,10 @@ class MultiscaleSpace:
         self._last_region: tuple | None = None
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None):
-        """The (cached) :class:`~msfem.coarse.FineMap` between element data and the
-        distributed fine space ``V`` (default: the problem's space on the fine mesh)."""
+        """The (cached) :class:`~msfem.coarse.FineMap` of the distributed fine space ``V``.
+
+        It maps between element data and ``V`` (default: the problem's space on the fine mesh).
+        """
         from msfem.coarse import FineMap
 
         cached = getattr(self, "_fine_map", None)
@@ -524,7 +527,7 @@ class MultiscaleSpace:
 
     def _element(self, cell: int, Kmesh: _LocalMesh, K_key: tuple, phi: np.ndarray,
                  A_K: sp.csr_matrix, K_vertices: np.ndarray, center: np.ndarray) -> ElementBasis:
-        """Element matrix :math:`a_K(\\phi_j, w_i)` and load :math:`L_K(w_i)`."""
+        r"""Element matrix :math:`a_K(\phi_j, w_i)` and load :math:`L_K(w_i)`."""
         b_K = Kmesh.load()
         W = self._nodal(Kmesh, K_vertices, center) if self.variant.test == "petrov-galerkin" \
             else phi
@@ -559,7 +562,8 @@ class MultiscaleSpace:
         psi = np.empty((len(S.interior) + len(S.boundary), G.shape[1]))
         psi[S.interior] = X.getDenseArray()
         psi[S.boundary] = G
-        B.destroy(); X.destroy()
+        B.destroy()
+        X.destroy()
 
         return psi, A_csr
 
@@ -579,7 +583,6 @@ class MultiscaleSpace:
         the part spent in PETSc factorising and solving the local problems (this rank).
         """
         from msfem._runtime import logger
-
         from msfem.fine import check_coefficients
 
         h = self.hierarchy

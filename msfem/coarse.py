@@ -22,18 +22,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import dolfinx
+import dolfinx.fem.petsc
 import numpy as np
+import ufl
+from mpi4py import MPI
+from petsc4py import PETSc
 
-from msfem import _runtime  # noqa: F401
-from msfem import solvers
+from msfem import (
+    _runtime,  # noqa: F401
+    solvers,
+)
 from msfem.basis import MultiscaleSpace
 from msfem.problem import dirichlet_values
-
-import dolfinx  # noqa: E402
-import dolfinx.fem.petsc  # noqa: E402
-import ufl  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-from petsc4py import PETSc  # noqa: E402
 
 
 @dataclass
@@ -45,7 +46,7 @@ class CoarseSolution:
     timings: dict[str, float] = field(default_factory=dict)
 
     def reconstruct(self, V: dolfinx.fem.FunctionSpace | None = None) -> dolfinx.fem.Function:
-        """The fine-scale reconstruction :math:`u_{ms} = \\sum_i U_i\\phi_i` on the fine space."""
+        r"""The fine-scale reconstruction :math:`u_{ms} = \sum_i U_i\phi_i` on the fine space."""
         t0 = time.perf_counter()
         fmap = self.fine_map(V)
         values = [e.phi @ self.U.x.array[e.coarse_dofs] for e in self.space.elements]
@@ -73,8 +74,10 @@ class CoarseSolution:
         return out
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
-        """The map between element-local fine dofs and the distributed fine space
-        (built once per space and cached on the :class:`MultiscaleSpace`)."""
+        """The map between element-local fine dofs and the distributed fine space.
+
+        Built once per space and cached on the :class:`MultiscaleSpace`.
+        """
         return self.space.fine_map(V)
 
 
@@ -121,7 +124,7 @@ class FineMap:
         return [arr[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
     def _sum(self, values: np.ndarray, out: PETSc.Vec) -> None:
-        """out = Σ over elements of the element-local ``values`` (reverse scatter, ADD)."""
+        """``out`` = Σ over elements of the element-local ``values`` (reverse scatter, ADD)."""
         self._ensure_scatter(out)
         out.set(0.0)
         self._local.setArray(values)
@@ -139,7 +142,9 @@ class FineMap:
         sc = PETSc.Scatter().create(vec, is_from, local, None)
         sc.scatter(vec, local, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
         out = local.getArray(readonly=True).copy().reshape(-1, self.bs)
-        sc.destroy(); local.destroy(); is_from.destroy()
+        sc.destroy()
+        local.destroy()
+        is_from.destroy()
         return out
 
     def _inverse_count(self) -> PETSc.Vec:
@@ -248,7 +253,9 @@ def solve(space: MultiscaleSpace, *, petsc_options: Mapping[str, Any] | None = N
         solvers.solve(ksp, b, x, f"coarse solve ({A.getSize()[0]} dofs)")
     U.x.scatter_forward()
     t2 = time.perf_counter()
-    ksp.destroy(); A.destroy(); b.destroy()
+    ksp.destroy()
+    A.destroy()
+    b.destroy()
     comm = space.hierarchy.comm
     timings = {"coarse_assemble": comm.allreduce(t1 - t0, op=MPI.MAX),
                "coarse_solve": comm.allreduce(t2 - t1, op=MPI.MAX)}

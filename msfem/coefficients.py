@@ -21,12 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dolfinx
 import numpy as np
 import ufl
 
 from msfem import _runtime  # noqa: F401  (MPI ordering)
-
-import dolfinx  # noqa: E402  (after _runtime)
 
 #: Fine cells per period below which :func:`check_resolution` warns.
 MIN_CELLS_PER_PERIOD = 8
@@ -82,13 +81,16 @@ class ConstantField(Field):
 
     @property
     def shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """The shape of ``value``: () for a scalar, (d, d) for a tensor."""
         return np.shape(self.value)
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
+        """``value`` repeated at every point of ``x``."""
         v = np.asarray(self.value, dtype=float)
         return np.broadcast_to(v[..., None], v.shape + (x.shape[1],)).copy()
 
     def symbolic(self, x):
+        """``value`` as a UFL constant, vector or matrix."""
         v = np.asarray(self.value, dtype=float)
         if v.ndim == 2:
             return ufl.as_matrix(v.tolist())
@@ -113,9 +115,11 @@ class HouWu(Field):
         return (2 + self.P * sx) / (2 + self.P * cy) + (2 + sy) / (2 + self.P * sx)
 
     def evaluate(self, x):
+        """Values of eq. (4.1) at points ``x`` of shape (3, n)."""
         return self._formula(x, NUMPY)
 
     def symbolic(self, x):
+        """Eq. (4.1) as a UFL expression of the spatial coordinate ``x``."""
         return self._formula(x, UFL)
 
 
@@ -186,6 +190,7 @@ class Laminate(Field):
     fraction: float = 0.5
 
     def evaluate(self, x):
+        """``a1`` or ``a2`` at points ``x`` of shape (3, n), by layer."""
         t = np.mod(x[self.direction] / self.eps, 1.0)
         return np.where(t < self.fraction - 1e-12, self.a1, self.a2)
 
@@ -200,6 +205,7 @@ class Checkerboard(Field):
     dim: int = 2
 
     def evaluate(self, x):
+        """``a1`` or ``a2`` at points ``x`` of shape (3, n), by square."""
         idx = np.floor(2 * x[: self.dim] / self.eps + 1e-12).astype(np.int64).sum(axis=0)
         return np.where(idx % 2 == 0, self.a1, self.a2)
 
@@ -215,6 +221,7 @@ class Inclusions(Field):
     dim: int = 2
 
     def evaluate(self, x):
+        """``inclusion`` or ``matrix`` at points ``x`` of shape (3, n)."""
         y = np.mod(x[: self.dim] / self.eps, 1.0) - 0.5
         return np.where((y**2).sum(axis=0) < self.radius**2, self.inclusion, self.matrix)
 
@@ -242,6 +249,7 @@ class RandomCheckerboard(Field):
 
     @property
     def eps(self) -> float:  # type: ignore[override]
+        """The scale: the side ``cell`` of the squares."""
         return self.cell
 
     def phases(self) -> np.ndarray:
@@ -249,6 +257,7 @@ class RandomCheckerboard(Field):
         return np.random.default_rng(self.seed).random(self.ncells) < self.p
 
     def evaluate(self, x):
+        """``a1`` or ``a2`` at points ``x`` of shape (3, n), by square (clipped to the grid)."""
         dim = len(self.ncells)
         idx = _cell_index(x, np.asarray(self.origin + (0.0,) * 3), self.cell, dim)
         idx = np.clip(idx, 0, np.array(self.ncells)[:, None] - 1)
@@ -275,9 +284,11 @@ class LogNormal(Field):
 
     @property
     def eps(self) -> float:  # type: ignore[override]
+        """The scale: the ``correlation_length``."""
         return self.correlation_length
 
     def evaluate(self, x):
+        """Values of the field at points ``x`` of shape (3, n)."""
         rng = np.random.default_rng(self.seed)
         w = rng.normal(0.0, 1.0 / self.correlation_length, (self.modes, self.dim))
         b = rng.uniform(0.0, 2 * np.pi, self.modes)
@@ -300,9 +311,11 @@ class Boxes(Field):
 
     @property
     def eps(self) -> float | None:  # type: ignore[override]
+        """The scale given as ``scale`` (None if not multiscale)."""
         return self.scale
 
     def evaluate(self, x):
+        """``value`` inside the boxes, ``background`` elsewhere, at points ``x`` of shape (3, n)."""
         inside = np.zeros(x.shape[1], dtype=bool)
         for lo, hi in self.boxes:
             d = len(lo)
@@ -325,14 +338,17 @@ def square_inclusions(contrast: float, per_direction: int, size: float,
                       background: float = 1.0) -> Boxes:
     """A regular array of square high-contrast inclusions of side ``size`` in the unit square."""
     c = (np.arange(per_direction) + 0.5) / per_direction
-    boxes = tuple(((x - size / 2, y - size / 2), (x + size / 2, y + size / 2)) for x in c for y in c)
+    boxes = tuple(((x - size / 2, y - size / 2), (x + size / 2, y + size / 2))
+                  for x in c for y in c)
     return Boxes(background, background * contrast, boxes, scale=size)
 
 
 @dataclass(frozen=True)
 class UserField(Field):
-    """A user's callable: ``numpy_function(x)`` with x of shape (3, n); optionally
-    ``ufl_function(x)`` with x the UFL spatial coordinate for an exact symbolic form."""
+    """A user's callable: ``numpy_function(x)`` with x of shape (3, n).
+
+    Optionally ``ufl_function(x)`` with x the UFL spatial coordinate for an exact symbolic form.
+    """
 
     numpy_function: Callable[[np.ndarray], np.ndarray]
     ufl_function: Callable[[Any], Any] | None = None
@@ -340,9 +356,11 @@ class UserField(Field):
     eps: float | None = None
 
     def evaluate(self, x):
+        """``numpy_function(x)`` as a float array."""
         return np.asarray(self.numpy_function(x), dtype=float)
 
     def symbolic(self, x):
+        """``ufl_function(x)``, or None without it."""
         return None if self.ufl_function is None else self.ufl_function(x)
 
 

@@ -13,18 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dolfinx
+import dolfinx.fem.petsc
+import dolfinx.la.petsc
 import numpy as np
+from mpi4py import MPI
+from petsc4py import PETSc
 
-from msfem import _runtime  # noqa: F401
-from msfem import solvers
+from msfem import (
+    _runtime,  # noqa: F401
+    solvers,
+)
 from msfem.coefficients import check_positive, check_resolution
 from msfem.problem import Problem
-
-import dolfinx  # noqa: E402
-import dolfinx.fem.petsc  # noqa: E402
-import dolfinx.la.petsc  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-from petsc4py import PETSc  # noqa: E402
 
 
 def rigid_body_modes(V: dolfinx.fem.FunctionSpace) -> PETSc.NullSpace:
@@ -56,8 +57,11 @@ def rigid_body_modes(V: dolfinx.fem.FunctionSpace) -> PETSc.NullSpace:
 
 
 def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
-    """Collectively refuse non-positive coefficients (sampled at owned cell midpoints) and
-    warn when a field's scale ε is not resolved by the mesh."""
+    """Collectively refuse non-positive coefficients and warn about unresolved scales.
+
+    The coefficients are sampled at owned cell midpoints; the warning is issued when a
+    field's scale ε is not resolved by the mesh.
+    """
     tdim = mesh.topology.dim
     n = mesh.topology.index_map(tdim).size_local
     mid = dolfinx.mesh.compute_midpoints(mesh, tdim, np.arange(n, dtype=np.int32)).T
@@ -98,8 +102,10 @@ class FineSolution:
 def solve_fine(mesh: dolfinx.mesh.Mesh, problem: Problem, *,
                petsc_options: Mapping[str, Any] | None = None,
                prefix: str = "msfem_fine_") -> FineSolution:
-    r"""Solve :math:`a(u_h, v) = L(v)\ \forall v \in V_{h,0}`, :math:`u_h = g` on
-    :math:`\Gamma_D`, on the distributed fine mesh.
+    r"""Solve the problem on the distributed fine mesh.
+
+    Find :math:`u_h` with :math:`a(u_h, v) = L(v)\ \forall v \in V_{h,0}`, :math:`u_h = g` on
+    :math:`\Gamma_D`.
 
     Args:
         mesh: the fine mesh (e.g. ``hierarchy.fine``).
@@ -129,9 +135,13 @@ def solve_fine(mesh: dolfinx.mesh.Mesh, problem: Problem, *,
     ksp = solvers.make_ksp(A, prefix, petsc_options, solvers.FINE_OPTIONS)
     u = dolfinx.fem.Function(V, name="u_fine")
     with dolfinx.common.Timer("~msfem: fine solve"):
-        its = solvers.solve(ksp, b, u.x.petsc_vec, f"fine solve ({V.dofmap.index_map.size_global * V.dofmap.index_map_bs} dofs)")
+        its = solvers.solve(
+            ksp, b, u.x.petsc_vec,
+            f"fine solve ({V.dofmap.index_map.size_global * V.dofmap.index_map_bs} dofs)")
     u.x.scatter_forward()
     t2 = time.perf_counter()
     ndofs = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
-    ksp.destroy(); A.destroy(); b.destroy()
+    ksp.destroy()
+    A.destroy()
+    b.destroy()
     return FineSolution(u, its, t1 - t0, t2 - t1, ndofs)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from msfem import _runtime  # noqa: F401
+import dolfinx
+import dolfinx.io.gmsh
+from mpi4py import MPI
 
-import dolfinx  # noqa: E402
-import dolfinx.io.gmsh  # noqa: E402
-from mpi4py import MPI  # noqa: E402
+from msfem import _runtime  # noqa: F401
 
 
 def read_coarse(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfinx.mesh.Mesh:

@@ -23,15 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+import basix.ufl
+import dolfinx
 import numpy as np
+import ufl
+from dolfinx.mesh import CellType
+from mpi4py import MPI
 
 from msfem import _runtime  # noqa: F401
-
-import basix.ufl  # noqa: E402
-import dolfinx  # noqa: E402
-import ufl  # noqa: E402
-from dolfinx.mesh import CellType  # noqa: E402
-from mpi4py import MPI  # noqa: E402
 
 CELL_TYPES = {
     "interval": (1, CellType.interval),
@@ -139,6 +138,7 @@ class Patch:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Number of fine squares of the patch per axis."""
         return tuple(b - a for a, b in zip(self.lo, self.hi))
 
     @property
@@ -274,8 +274,11 @@ class StructuredHierarchy:
 
     # ------------------------------------------------------------------ patches
     def patch(self, cell: int, fine_layers: int) -> Patch:
-        """The box of fine squares around coarse cell ``cell``, ``fine_layers`` wider on
-        every side, clipped to Ω (``fine_layers = k*M`` gives k coarse layers)."""
+        """The box of fine squares around coarse cell ``cell``, clipped to Ω.
+
+        The box is ``fine_layers`` wider than K on every side (``fine_layers = k*M`` gives k
+        coarse layers).
+        """
         sq, _ = self.coarse_square(cell)
         cell_lo = tuple(s * self.M for s in sq)
         cell_hi = tuple(c + self.M for c in cell_lo)
@@ -287,9 +290,11 @@ class StructuredHierarchy:
         return Patch(int(cell), lo, hi, cell_lo, cell_hi, clipped)
 
     def sampling_region(self, cell: int, size: int) -> Patch:
-        """The sampling region of coarse cell ``cell`` (Hou & Wu 1997, Tables III-IV): the
-        domain is tiled by fixed boxes of ``size`` fine cells per direction (a multiple of
-        M; the last box of a row is clipped) and K's patch is the box that contains it."""
+        """The sampling region of coarse cell ``cell`` (Hou & Wu 1997, Tables III-IV).
+
+        The domain is tiled by fixed boxes of ``size`` fine cells per direction (a multiple of
+        M; the last box of a row is clipped) and K's patch is the box that contains it.
+        """
         if size % self.M:
             raise ValueError(f"sampling region size M_S = {size} must be a multiple of M = "
                              f"{self.M} so that every coarse cell lies in one region")
@@ -345,7 +350,8 @@ class Oversampling:
             raise ValueError("give only one of coarse_layers, ratio, fine_layers, "
                              "sampling_region")
         if self.sampling_region is not None and (
-                not isinstance(self.sampling_region, (int, np.integer)) or self.sampling_region < 1):
+                not isinstance(self.sampling_region, (int, np.integer))
+                or self.sampling_region < 1):
             raise ValueError(f"sampling_region must be a positive integer (fine cells), got "
                              f"{self.sampling_region!r}")
         if self.ratio is not None and self.ratio < 1:
@@ -356,8 +362,10 @@ class Oversampling:
                 raise ValueError(f"oversampling {name} must be a non-negative integer, got {v!r}")
 
     def layers(self, M: int) -> int:
-        """Fine layers added on every side for ``M`` fine cells per coarse cell (for
-        sampling regions: ``M_S - M``, the largest extension, > 0 iff oversampled)."""
+        """Fine layers added on every side for ``M`` fine cells per coarse cell.
+
+        For sampling regions: ``M_S - M``, the largest extension, > 0 iff oversampled.
+        """
         if self.sampling_region is not None:
             return max(self.sampling_region - M, 0)
         if self.coarse_layers is not None:
@@ -400,8 +408,10 @@ class RefinedHierarchy:
 
     @classmethod
     def from_gmsh(cls, path: str, levels: int, comm: MPI.Comm = MPI.COMM_WORLD) -> RefinedHierarchy:
-        """Read a coarse mesh from a ``.msh`` file, or build it from a ``.py`` script in
-        ``meshes/`` (which must define ``build(gmsh)`` adding a meshed model)."""
+        """Read a coarse mesh from a ``.msh`` file, or build it from a ``.py`` script.
+
+        The script (in ``meshes/``) must define ``build(gmsh)`` adding a meshed model.
+        """
         import os
 
         if not os.path.exists(path):
@@ -424,8 +434,10 @@ class RefinedHierarchy:
         return np.unique(V.dofmap.list[self.fine_cells(cell)].ravel())
 
     def patch_coarse_cells(self, cell: int, layers: int) -> np.ndarray:
-        """Local coarse cells within ``layers`` vertex-neighbour layers of ``cell``
-        (limited to the cells present on this rank, i.e. owned and ghost)."""
+        """Local coarse cells within ``layers`` vertex-neighbour layers of ``cell``.
+
+        Limited to the cells present on this rank, i.e. owned and ghost.
+        """
         tdim = self.dim
         self.coarse.topology.create_connectivity(tdim, 0)
         self.coarse.topology.create_connectivity(0, tdim)

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import dolfinx
 import numpy as np
+import ufl
+from mpi4py import MPI
 
 from msfem import _runtime  # noqa: F401
-
-import dolfinx  # noqa: E402
-import ufl  # noqa: E402
-from mpi4py import MPI  # noqa: E402
 
 
 def _integral(expr, domain) -> float:
@@ -35,19 +34,19 @@ def _integral(expr, domain) -> float:
 
 
 def l2_norm(u) -> float:
-    """:math:`\\|u\\|_{L^2(\\Omega)}` of a Function (or UFL expression with a mesh)."""
+    r""":math:`\|u\|_{L^2(\Omega)}` of a Function (or UFL expression with a mesh)."""
     domain = ufl.domain.extract_unique_domain(u)
     return np.sqrt(_integral(ufl.inner(u, u), domain))
 
 
 def h1_seminorm(u) -> float:
-    """:math:`|u|_{H^1(\\Omega)} = \\|\\nabla u\\|_{L^2}`."""
+    r""":math:`|u|_{H^1(\Omega)} = \|\nabla u\|_{L^2}`."""
     domain = ufl.domain.extract_unique_domain(u)
     return np.sqrt(_integral(ufl.inner(ufl.grad(u), ufl.grad(u)), domain))
 
 
 def energy_norm(disc, u: dolfinx.fem.Function) -> float:
-    """:math:`\\|u\\|_a = a(u, u)^{1/2}` for a :class:`~msfem.problem.Discretisation`."""
+    r""":math:`\|u\|_a = a(u, u)^{1/2}` for a :class:`~msfem.problem.Discretisation`."""
     value = dolfinx.fem.assemble_scalar(disc.energy_form(u))
     return float(np.sqrt(u.function_space.mesh.comm.allreduce(value, op=MPI.SUM)))
 

@@ -11,7 +11,8 @@ ready-made instances:
 
 .. math::
     -\nabla\cdot(A\nabla u) = f, \qquad
-    -\nabla\cdot\sigma(u) = f,\ \sigma = \lambda\,\mathrm{tr}\,\varepsilon(u) I + 2\mu\,\varepsilon(u),
+    -\nabla\cdot\sigma(u) = f,\ \sigma = \lambda\,\mathrm{tr}\,\varepsilon(u) I
+    + 2\mu\,\varepsilon(u),
     \qquad -\nabla\cdot(A\nabla u) + c\,u = f,
 
 with Dirichlet data :math:`u = g` on :math:`\Gamma_D` and Neumann data
@@ -24,13 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dolfinx
 import numpy as np
+import ufl
 
 from msfem import _runtime  # noqa: F401
 from msfem.coefficients import Field, FieldOnMesh, as_ufl
-
-import dolfinx  # noqa: E402
-import ufl  # noqa: E402
 
 Marker = Callable[[np.ndarray], np.ndarray]
 Value = float | Sequence[float] | Callable[[np.ndarray], np.ndarray]
@@ -49,9 +49,9 @@ class Dirichlet:
 
 @dataclass(frozen=True)
 class Neumann:
-    """Boundary flux/traction ``value`` on the facets of ∂Ω where ``marker(x)`` holds.
+    r"""Boundary flux/traction ``value`` on the facets of ∂Ω where ``marker(x)`` holds.
 
-    Enters the load as :math:`\\int_{\\Gamma_N} t\\cdot v\\,ds`.
+    Enters the load as :math:`\int_{\Gamma_N} t\cdot v\,ds`.
     """
 
     value: Field | float | Sequence[float]
@@ -193,7 +193,7 @@ class Discretisation:
             self.problem.bilinear(w, w, **self.coefficient_expressions())))
 
     def dirichlet_bcs(self) -> list[dolfinx.fem.DirichletBC]:
-        """dolfinx Dirichlet conditions on the facets of ∂Ω selected by the markers."""
+        """DOLFINx Dirichlet conditions on the facets of ∂Ω selected by the markers."""
         bcs = []
         V = self.V
         fdim = V.mesh.topology.dim - 1
@@ -250,10 +250,12 @@ def reaction_diffusion(A: Field | float, c: Field | float, f: Field | float = 1.
 
 def elasticity(E: Field | float, nu: float = 0.3, f: Sequence[float] | Field = (0.0, -1.0),
                dim: int = 2, **kwargs) -> Problem:
-    r"""Linear elasticity with Young's modulus :math:`E(x)` and Poisson ratio ν (plane strain
-    in 2D): :math:`a(u, v) = \int \lambda\,\mathrm{div}u\,\mathrm{div}v +
+    r"""Linear elasticity with Young's modulus :math:`E(x)` and Poisson ratio ν.
+
+    Plane strain in 2D: :math:`a(u, v) = \int \lambda\,\mathrm{div}u\,\mathrm{div}v +
     2\mu\,\varepsilon(u):\varepsilon(v)`, :math:`\lambda = E\nu/((1+\nu)(1-2\nu))`,
-    :math:`\mu = E/(2(1+\nu))`."""
+    :math:`\mu = E/(2(1+\nu))`.
+    """
     if not -1 < nu < 0.5:
         raise ValueError(f"Poisson ratio nu must lie in (-1, 0.5), got {nu}")
     lam_factor = nu / ((1 + nu) * (1 - 2 * nu))

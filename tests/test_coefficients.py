@@ -2,12 +2,12 @@
 
 import warnings
 
+import dolfinx
 import numpy as np
 import pytest
 import ufl
 from mpi4py import MPI
 
-import dolfinx
 import msfem
 from msfem.coefficients import as_ufl, check_positive
 

@@ -8,12 +8,12 @@ try:
 except ImportError:
     pass
 
+import dolfinx
 import numpy as np
 import pytest
 import ufl
 from mpi4py import MPI
 
-import dolfinx
 from msfem.homogenization import (
     HomogenizationSolverError,
     bounds,

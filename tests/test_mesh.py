@@ -1,10 +1,10 @@
 """Mesh hierarchies: nested fine->coarse maps, patches, gmsh coarse meshes."""
 
+import dolfinx
 import numpy as np
 import pytest
 from mpi4py import MPI
 
-import dolfinx
 import msfem
 from msfem.mesh import Oversampling
 

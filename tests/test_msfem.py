@@ -1,6 +1,8 @@
 """MsFEM core: exactness, 1D nodal exactness, resonance signature, elasticity, user forms,
 parallel agreement, PᵀAP, bad input."""
 
+import dolfinx
+import dolfinx.fem.petsc
 import numpy as np
 import pytest
 import ufl
@@ -8,8 +10,6 @@ from helpers import fitted_rate
 from mpi4py import MPI
 from petsc4py import PETSc
 
-import dolfinx
-import dolfinx.fem.petsc
 import msfem
 from msfem.coarse import assemble_coarse
 from msfem.coefficients import Periodic
@@ -248,7 +248,8 @@ def test_sampling_regions(comm):
     for c in lattice:
         space._last_region = None
         alone.append(space.local_basis(int(c)))
-    for e, f in zip(sorted(space.elements, key=lambda e: e.cell), sorted(alone, key=lambda e: e.cell)):
+    by_cell = sorted(space.elements, key=lambda e: e.cell)
+    for e, f in zip(by_cell, sorted(alone, key=lambda e: e.cell)):
         assert np.allclose(e.A, f.A, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="multiple of M"):
         msfem.MultiscaleSpace(hier, problem, "oversampling", msfem.Oversampling(sampling_region=6))
@@ -262,7 +263,10 @@ def test_nonzero_dirichlet_and_neumann_data(comm, variant, os):
     and the flux a du/dn = ±2a on y = 0, 1 (through the basis into the coarse load) every
     variant is exact at the coarse vertices and in the reconstruction."""
     a = 3.0
-    left_right = (lambda x: np.isclose(x[0], 0) | np.isclose(x[0], 1))
+
+    def left_right(x):
+        return np.isclose(x[0], 0) | np.isclose(x[0], 1)
+
     problem = msfem.diffusion(
         a, f=0.0, dirichlet=(msfem.Dirichlet(lambda x: 1 + x[0] + 2 * x[1], left_right),),
         neumann=(msfem.Neumann(2 * a, lambda x: np.isclose(x[1], 1)),

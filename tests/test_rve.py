@@ -8,11 +8,11 @@ try:
 except ImportError:
     pass
 
+import dolfinx
 import numpy as np
 import pytest
 from mpi4py import MPI
 
-import dolfinx
 from msfem.homogenization import (
     BOUNDARY_CONDITIONS,
     apparent_conductivity,

@@ -27,7 +27,6 @@ unique prefix; the converged reason is checked.
 """
 
 from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
-
 from msfem.homogenization.bounds import (
     hashin_shtrikman,
     hashin_shtrikman_plane_strain,
@@ -55,15 +54,23 @@ from msfem.homogenization.macro import (
 from msfem.homogenization.periodic import PeriodicMap, disc_cell, periodic_map, subtract_mean
 from msfem.homogenization.rve import (
     BOUNDARY_CONDITIONS,
+    MICROSTRUCTURES,
     ApparentTensor,
+    DiscPacking,
     RVEStudy,
     apparent_conductivity,
     apparent_elasticity,
     random_checkerboard,
+    random_inclusions,
+    random_sequential_addition,
     rve_size_study,
 )
 
 __all__ = [
+    "MICROSTRUCTURES",
+    "DiscPacking",
+    "random_inclusions",
+    "random_sequential_addition",
     "cell_solution",
     "corrector_solution",
     "homogenized_problem",

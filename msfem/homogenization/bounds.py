@@ -100,8 +100,10 @@ def _hs_shear(k1, mu1, mu2, f):
 def hashin_shtrikman_plane_strain(
     k1: float, mu1: float, k2: float, mu2: float, f: float
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    r"""2D plane-strain Hashin--Shtrikman bounds on the bulk (:math:`k=\lambda+\mu`) and shear
-    moduli of a well-ordered two-phase composite.
+    r"""2D plane-strain Hashin--Shtrikman bounds on the bulk and shear moduli.
+
+    For a well-ordered two-phase composite; the plane-strain bulk modulus is
+    :math:`k=\lambda+\mu`.
 
     Args:
         k1: Matrix plane-strain bulk modulus :math:`\lambda_1+\mu_1`.
@@ -123,8 +125,10 @@ def hashin_shtrikman_plane_strain(
 
 
 def hill_equal_shear(k1: float, k2: float, mu: float, f: float) -> float:
-    r"""Exact plane-strain bulk modulus :math:`k^*` when both phases have shear modulus
-    :math:`\mu`: :math:`1/(k^*+\mu) = f/(k_2+\mu) + (1-f)/(k_1+\mu)`.
+    r"""Exact plane-strain bulk modulus :math:`k^*` when both phases have one shear modulus.
+
+    With the common shear modulus :math:`\mu`:
+    :math:`1/(k^*+\mu) = f/(k_2+\mu) + (1-f)/(k_1+\mu)`.
 
     E.g. ``hill_equal_shear(1, 10, 1, 0.3) = 1.650602``.
     """

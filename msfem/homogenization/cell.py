@@ -46,22 +46,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
+import basix
+import dolfinx
+import dolfinx.common
+import dolfinx.fem
+import dolfinx.fem.petsc
+import dolfinx.mesh
 import numpy as np
+import ufl
+from petsc4py import PETSc
 
-from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
-from msfem import solvers
+from msfem import (
+    _runtime,  # noqa: F401  (imports dolfinx_solver first when installed)
+    solvers,
+)
+from msfem.homogenization.periodic import PeriodicMap, periodic_map, subtract_mean
 from msfem.solvers import DIRECT_OPTIONS
-
-import basix  # noqa: E402
-import dolfinx  # noqa: E402
-import dolfinx.common  # noqa: E402
-import dolfinx.fem  # noqa: E402
-import dolfinx.fem.petsc  # noqa: E402
-import dolfinx.mesh  # noqa: E402
-import ufl  # noqa: E402
-from petsc4py import PETSc  # noqa: E402
-
-from msfem.homogenization.periodic import PeriodicMap, periodic_map, subtract_mean  # noqa: E402
 
 __all__ = [
     "Coefficient",
@@ -408,8 +408,10 @@ def effective_tensor(
 
 
 def lame_stress(lmbda: Any, mu: Any) -> Callable[[Any], Any]:
-    r"""Isotropic Hooke law :math:`\sigma(\varepsilon) = \lambda\,\mathrm{tr}\,\varepsilon\,I
-    + 2\mu\varepsilon` (plane strain in 2D)."""
+    r"""Isotropic Hooke law (plane strain in 2D).
+
+    :math:`\sigma(\varepsilon) = \lambda\,\mathrm{tr}\,\varepsilon\,I + 2\mu\varepsilon`.
+    """
 
     def stress(eps: Any) -> Any:
         return lmbda * ufl.tr(eps) * ufl.Identity(ufl.shape(eps)[0]) + 2 * mu * eps
@@ -418,8 +420,10 @@ def lame_stress(lmbda: Any, mu: Any) -> Callable[[Any], Any]:
 
 
 def check_lame(mesh: dolfinx.mesh.Mesh, lmbda: Any, mu: Any) -> None:
-    r"""Refuse Lamé fields with :math:`\mu \le 0` or bulk modulus :math:`\le 0`
-    (:math:`\lambda+\mu` in 2D plane strain, :math:`\lambda + 2\mu/3` in 3D)."""
+    r"""Refuse Lamé fields with :math:`\mu \le 0` or bulk modulus :math:`\le 0`.
+
+    The bulk modulus is :math:`\lambda+\mu` in 2D plane strain, :math:`\lambda + 2\mu/3` in 3D.
+    """
     d = mesh.geometry.dim
     check_positive_definite(mesh, mu, "mu")
     check_positive_definite(mesh, lmbda + (1.0 if d == 2 else 2.0 / 3.0) * mu,

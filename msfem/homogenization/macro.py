@@ -33,7 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import dolfinx
+import dolfinx.geometry
 import numpy as np
+import ufl
+from mpi4py import MPI
 
 from msfem import _runtime  # noqa: F401
 from msfem.coefficients import (
@@ -49,14 +53,8 @@ from msfem.coefficients import (
     UserField,
 )
 from msfem.fine import solve_fine
+from msfem.homogenization.cell import cellwise_constant, effective_tensor
 from msfem.problem import Problem, diffusion
-
-import dolfinx  # noqa: E402
-import dolfinx.geometry  # noqa: E402
-import ufl  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from msfem.homogenization.cell import cellwise_constant, effective_tensor  # noqa: E402
 
 PERIODIC_FIELDS = (HouWu, Periodic, Laminate, Checkerboard, Inclusions)
 #: Resolution of the unit cell (cells per direction) and corrector degree.
@@ -65,7 +63,7 @@ CELL_RESOLUTION, CELL_DEGREE = 32, 2
 
 @dataclass(frozen=True)
 class CellSolution:
-    """:math:`A^*` and the correctors :math:`\\chi_j` (on a COMM_SELF unit cell)."""
+    r""":math:`A^*` and the correctors :math:`\chi_j` (on a COMM_SELF unit cell)."""
 
     A_star: np.ndarray
     correctors: tuple[dolfinx.fem.Function, ...]
@@ -85,7 +83,8 @@ def _periodic_coefficient(problem: Problem) -> Field:
     fld = _diffusion_coefficient(problem)
     if not isinstance(fld, PERIODIC_FIELDS):
         raise ValueError(
-            f"homogenization needs a periodic coefficient ({', '.join(c.__name__ for c in PERIODIC_FIELDS)}),"
+            "homogenization needs a periodic coefficient "
+            f"({', '.join(c.__name__ for c in PERIODIC_FIELDS)}),"
             f" got {type(fld).__name__}; for random media use the RVE tools "
             f"(msfem.homogenization.rve)")
     return fld
@@ -150,8 +149,11 @@ def local_effective_tensors(hierarchy, fld: LocallyPeriodic, n: int = 16,
 
 
 def homogenized_problem(problem: Problem, hierarchy=None) -> Problem:
-    """The same boundary value problem with :math:`a` replaced by :math:`A^*` (constant, or
-    piecewise constant on the coarse cells of ``hierarchy`` for locally periodic fields)."""
+    """The same boundary value problem with :math:`a` replaced by :math:`A^*`.
+
+    :math:`A^*` is constant, or piecewise constant on the coarse cells of ``hierarchy`` for
+    locally periodic fields.
+    """
     fld = _diffusion_coefficient(problem)
     if isinstance(fld, LocallyPeriodic):
         if hierarchy is None:
@@ -166,7 +168,8 @@ def homogenized_problem(problem: Problem, hierarchy=None) -> Problem:
                      neumann=problem.neumann, degree=problem.degree, name="homogenized")
 
 
-def homogenized_solution(hierarchy, problem: Problem, *, petsc_options=None) -> dolfinx.fem.Function:
+def homogenized_solution(hierarchy, problem: Problem, *,
+                         petsc_options=None) -> dolfinx.fem.Function:
     r"""The homogenized solution :math:`u_0` on the fine space of ``hierarchy``."""
     u0 = solve_fine(hierarchy.fine, homogenized_problem(problem, hierarchy),
                     petsc_options=petsc_options, prefix="msfem_homogenized_").u
@@ -175,8 +178,10 @@ def homogenized_solution(hierarchy, problem: Problem, *, petsc_options=None) -> 
 
 
 def corrector_solution(hierarchy, problem: Problem, *, petsc_options=None) -> dolfinx.fem.Function:
-    r"""The first-order corrector :math:`u_1 = u_0 + \varepsilon\chi_j(x/\varepsilon)
-    \partial_j u_0`, interpolated at the fine dofs."""
+    r"""The first-order corrector, interpolated at the fine dofs.
+
+    :math:`u_1 = u_0 + \varepsilon\chi_j(x/\varepsilon) \partial_j u_0`.
+    """
     cs = cell_solution(_periodic_coefficient(problem))
     u0 = homogenized_solution(hierarchy, problem, petsc_options=petsc_options)
     V = u0.function_space

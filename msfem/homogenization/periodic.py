@@ -37,17 +37,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dolfinx
+import dolfinx.fem
+import dolfinx.mesh
 import numpy as np
+import ufl
+from mpi4py import MPI
+from petsc4py import PETSc
+from scipy.spatial import cKDTree
 
 from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
-
-import dolfinx  # noqa: E402
-import dolfinx.fem  # noqa: E402
-import dolfinx.mesh  # noqa: E402
-import ufl  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-from petsc4py import PETSc  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
 
 __all__ = ["PeriodicMap", "box_bounds", "periodic_map", "subtract_mean", "disc_cell"]
 

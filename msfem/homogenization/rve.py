@@ -54,20 +54,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
-
 import dolfinx  # noqa: E402
 import dolfinx.common  # noqa: E402
 import dolfinx.fem  # noqa: E402
 import dolfinx.fem.petsc  # noqa: E402
 import dolfinx.mesh  # noqa: E402
+import numpy as np
 import ufl  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 from petsc4py import PETSc  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
+from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
 from msfem.homogenization.cell import (  # noqa: E402
     Coefficient,
     _flux,
