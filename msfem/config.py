@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,7 +95,8 @@ REQUIRED_COEFFICIENT_KEYS = {
 }
 
 SCHEMA: dict[str, dict[str, Any]] = {
-    "mesh": {"N": int, "M": int, "cell": tuple(CELL_TYPES), "lower": "list", "upper": "list"},
+    "mesh": {"N": int, "M": int, "cell": tuple(CELL_TYPES), "lower": "list", "upper": "list",
+             "allow_unresolved": bool},
     "coefficient": {"type": tuple(COEFFICIENT_TYPES)},  # plus the type's own keys
     "problem": {"type": ("diffusion", "elasticity", "reaction-diffusion"), "f": "number_or_list",
                 "nu": float, "reaction": float, "dirichlet": "number_or_list", "degree": int},
@@ -151,7 +153,35 @@ def validate(cfg: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | No
     for key in ("N", "M"):
         if key in mesh and mesh[key] < 1:
             raise ConfigError(f"[mesh] {key} = {mesh[key]} must be a positive integer")
+    _check_resolution(cfg)
     return {k: dict(v) for k, v in cfg.items()}
+
+
+#: The key of each coefficient type that holds its fine scale (period, cell, width...).
+SCALE_KEYS = {"hou-wu": "eps", "laminate": "eps", "checkerboard": "eps", "inclusions": "eps",
+              "random-checkerboard": "cell", "lognormal": "correlation_length",
+              "channels": "width", "square-inclusions": "size"}
+
+
+def _check_resolution(cfg: Mapping[str, Any]) -> None:
+    """Refuse a fine mesh with fewer than 8 cells per fine scale (unless allowed)."""
+    from msfem.coefficients import MIN_CELLS_PER_PERIOD
+
+    mesh, coef = cfg.get("mesh", {}), cfg.get("coefficient", {})
+    key = SCALE_KEYS.get(coef.get("type"))
+    if key is None or key not in coef or "N" not in mesh or "M" not in mesh:
+        return
+    lower = mesh.get("lower", [0.0] * 3)
+    upper = mesh.get("upper", [1.0] * 3)
+    extent = max(b - a for a, b in zip(lower, upper))
+    h = extent / (mesh["N"] * mesh["M"])
+    ratio = coef[key] / h
+    if ratio < MIN_CELLS_PER_PERIOD and not mesh.get("allow_unresolved", False):
+        need = math.ceil(MIN_CELLS_PER_PERIOD * extent / (coef[key] * mesh["N"]) - 1e-9)
+        raise ConfigError(
+            f"[coefficient] {key} = {coef[key]} is resolved by only {ratio:.2f} fine cells "
+            f"(h = 1/(N*M) = {h:.4g}); at least {MIN_CELLS_PER_PERIOD} are needed: set "
+            f"[mesh] M >= {need}, or allow_unresolved = true to run anyway")
 
 
 def load(path: str | Path, extra: Mapping[str, Mapping[str, Any]] | None = None,

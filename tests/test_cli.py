@@ -23,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::msfem.UnresolvedScaleWarning")
 
 COMM = MPI.COMM_WORLD
 
-# Hou & Wu (1997) eq. 4.1 at toy size: 4 x 4 coarse cells of 8 x 8 fine cells, eps = 1/8.
+# Hou & Wu (1997) eq. 4.1 at toy size: 4 x 4 coarse cells of 8 x 8 fine cells, eps = 1/4.
 TINY = """
 [mesh]
 N = 4
@@ -31,7 +31,7 @@ M = 8
 
 [coefficient]
 type = "hou-wu"
-eps = 0.125
+eps = 0.25
 
 [msfem]
 variant = "oversampling"
@@ -115,7 +115,7 @@ def test_fine_writes_metrics_fields_and_png(fine_run):
     assert m["num_dofs"] == 33 * 33 and m["iterations"] > 0
     for key in ("l2_norm", "h1_seminorm", "t_assemble", "t_solve"):
         assert math.isfinite(m[key]) and m[key] > 0, key
-    assert m["config"]["coefficient"] == {"type": "hou-wu", "eps": 0.125}
+    assert m["config"]["coefficient"] == {"type": "hou-wu", "eps": 0.25}
     assert (out / "u_fine.bp").is_dir()
     if has_pyvista():
         assert (out / "u_fine.png").stat().st_size > 1000
@@ -157,13 +157,16 @@ def test_xdmf_replaces_previous_results_and_prints_timings(tmp_path_factory, cap
 # ----------------------------------------------------------------------------- bad input
 BAD_CONFIGS = {
     "unknown-key": (TINY.replace("M = 8", "M = 8\nNN = 4"),
-                    ["unknown key 'NN' in [mesh]", "accepted keys: M, N, cell, lower, upper"]),
+                    ["unknown key 'NN' in [mesh]",
+                     "accepted keys: M, N, allow_unresolved, cell, lower, upper"]),
     "unknown-section": (TINY + "\n[meshh]\nN = 2\n", ["unknown section [meshh]"]),
     "M-zero": (TINY.replace("M = 8", "M = 0"), ["[mesh] M = 0 must be a positive integer"]),
+    "unresolved-eps": (TINY.replace("eps = 0.25", "eps = 0.0625"),
+                       ["resolved by only 2.00 fine cells", "M >= 32", "allow_unresolved"]),
     "M-fractional": (TINY.replace("M = 8", "M = 1.5"), ["[mesh] M = 1.5 must be an integer"]),
     "variant": (TINY.replace('"oversampling"\n', '"oversampled"\n'), ["variant", "one of"]),
-    "negative-coefficient": (TINY.replace('type = "hou-wu"\neps = 0.125',
-                                          'type = "laminate"\na1 = -1.0\na2 = 1.0\neps = 0.125'),
+    "negative-coefficient": (TINY.replace('type = "hou-wu"\neps = 0.25',
+                                          'type = "laminate"\na1 = -1.0\na2 = 1.0\neps = 0.25'),
                              ["Laminate is not positive definite", "value -1"]),
 }
 
