@@ -279,3 +279,13 @@ def test_nonzero_dirichlet_and_neumann_data(comm, variant, os):
     u = sol.reconstruct()
     x = u.function_space.tabulate_dof_coordinates()
     assert np.allclose(u.x.array, 1 + x[:, 0] + 2 * x[:, 1], atol=1e-10)
+
+
+def test_local_solver_by_options_prefix(comm):
+    """The local factorisation is chosen by PETSc options (MUMPS vs PETSc's own LU)."""
+    hier = msfem.StructuredHierarchy(comm, 4, 8, "quadrilateral")
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 2), f=-1.0)
+    U = [msfem.solve_coarse(msfem.MultiscaleSpace(
+        hier, problem, "oversampling", 1, petsc_options=opts).build()).U.x.array.copy()
+        for opts in ({}, {"pc_factor_mat_solver_type": "mumps"})]
+    assert np.allclose(U[0], U[1], rtol=1e-10, atol=1e-14)
