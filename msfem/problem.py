@@ -77,6 +77,8 @@ class Problem:
         near_nullspace: ``"constant"`` or ``"rigid"`` (GAMG near-null space); default from
             ``shape``.
         name: label used in outputs.
+        parameters: named constants of a model problem (e.g. ``{"nu": 0.3}`` for
+            :func:`elasticity`), for tools that need them (homogenization).
         quadrature_degree: quadrature degree of every integral (default: UFL's estimate,
             which is high -- e.g. 8 -- for trigonometric coefficients; 4 is accurate to
             well below the discretisation error when h <= eps/8 and 2-3x faster).
@@ -90,6 +92,7 @@ class Problem:
     neumann: Sequence[Neumann] = ()
     degree: int = 1
     near_nullspace: str | None = None
+    parameters: Mapping[str, float] = field(default_factory=dict)
     name: str = "problem"
     quadrature_degree: int | None = None
 
@@ -268,4 +271,5 @@ def elasticity(E: Field | float, nu: float = 0.3, f: Sequence[float] | Field = (
 
     kwargs.setdefault("name", "elasticity")
     return Problem(bilinear=bilinear, coefficients={"E": E}, source=f, shape=(dim,),
+                   parameters={"nu": nu},
                    near_nullspace="rigid", **kwargs)

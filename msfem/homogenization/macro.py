@@ -53,7 +53,12 @@ from msfem.coefficients import (
     UserField,
 )
 from msfem.fine import solve_fine
-from msfem.homogenization.cell import cellwise_constant, effective_tensor
+from msfem.homogenization.cell import (
+    cellwise_constant,
+    effective_elasticity,
+    effective_tensor,
+    mandel_basis,
+)
 from msfem.problem import Problem, diffusion
 
 PERIODIC_FIELDS = (HouWu, Periodic, Laminate, Checkerboard, Inclusions)
@@ -90,31 +95,47 @@ def _periodic_coefficient(problem: Problem) -> Field:
     return fld
 
 
+def _unit_cell(dim: int, n: int) -> dolfinx.mesh.Mesh:
+    if dim == 2:
+        return dolfinx.mesh.create_unit_square(MPI.COMM_SELF, n, n,
+                                               dolfinx.mesh.CellType.quadrilateral)
+    return dolfinx.mesh.create_unit_cube(MPI.COMM_SELF, n, n, n,
+                                         dolfinx.mesh.CellType.hexahedron)
+
+
+def _on_cell(fld: Field, cell: dolfinx.mesh.Mesh):
+    r"""The cell coefficient :math:`y \mapsto \mathrm{fld}(\varepsilon y)` on the unit cell."""
+    eps = float(fld.eps)
+    expr = fld.symbolic(eps * ufl.SpatialCoordinate(cell))
+    if expr is not None:
+        return expr
+
+    def values_at(mid):  # (n, d) midpoints -> (n,) values (piecewise-constant media)
+        x = np.zeros((3, len(mid)))
+        x[: mid.shape[1]] = eps * mid.T
+        return fld.evaluate(x)
+
+    return cellwise_constant(cell, values_at)
+
+
 @lru_cache(maxsize=8)
-def cell_solution(fld: Field, n: int = CELL_RESOLUTION, degree: int = CELL_DEGREE) -> CellSolution:
+def cell_solution(fld: Field, n: int = CELL_RESOLUTION, degree: int = CELL_DEGREE,
+                  nu: float | None = None) -> CellSolution:
     r"""Solve the cell problems of the periodic field ``fld`` on :math:`Y = (0,1)^d`.
 
-    The cell coefficient is :math:`a(y) = \mathrm{fld}(\varepsilon y)`.
+    The cell coefficient is :math:`a(y) = \mathrm{fld}(\varepsilon y)`. With ``nu`` given,
+    ``fld`` is a Young's modulus and the elasticity cell problems give :math:`C^*` (Mandel
+    notation, plane strain in 2D) with :math:`\lambda = E\nu/((1+\nu)(1-2\nu))`,
+    :math:`\mu = E/(2(1+\nu))`.
     """
-    eps = float(fld.eps)
-    dim = getattr(fld, "dim", 2)
-    cell = dolfinx.mesh.create_unit_square(MPI.COMM_SELF, n, n,
-                                           dolfinx.mesh.CellType.quadrilateral) \
-        if dim == 2 else dolfinx.mesh.create_unit_cube(MPI.COMM_SELF, n, n, n,
-                                                       dolfinx.mesh.CellType.hexahedron)
-    y = ufl.SpatialCoordinate(cell)
-    expr = fld.symbolic(eps * y)
-    if expr is None:  # piecewise-constant microstructures: sampled per cell
-        def values_at(mid):  # (n, d) midpoints -> (n,) values of fld(eps * y)
-            x = np.zeros((3, len(mid)))
-            x[: mid.shape[1]] = eps * mid.T
-            return fld.evaluate(x)
-
-        a = cellwise_constant(cell, values_at)
+    cell = _unit_cell(getattr(fld, "dim", 2), n)
+    a = _on_cell(fld, cell)
+    if nu is None:
+        result = effective_tensor(cell, a, degree=degree)
     else:
-        a = expr
-    result = effective_tensor(cell, a, degree=degree)
-    return CellSolution(np.array(result.tensor), tuple(result.correctors), eps)
+        result = effective_elasticity(cell, a * (nu / ((1 + nu) * (1 - 2 * nu))),
+                                      a * (1 / (2 * (1 + nu))), degree=degree)
+    return CellSolution(np.array(result.tensor), tuple(result.correctors), float(fld.eps))
 
 
 def local_effective_tensors(hierarchy, fld: LocallyPeriodic, n: int = 16,
@@ -125,10 +146,7 @@ def local_effective_tensors(hierarchy, fld: LocallyPeriodic, n: int = 16,
     for the coarse cells owned by this rank, then allgathers the table.
     """
     d = hierarchy.dim
-    cell = dolfinx.mesh.create_unit_square(MPI.COMM_SELF, n, n,
-                                           dolfinx.mesh.CellType.quadrilateral) \
-        if d == 2 else dolfinx.mesh.create_unit_cube(MPI.COMM_SELF, n, n, n,
-                                                     dolfinx.mesh.CellType.hexahedron)
+    cell = _unit_cell(d, n)
     xK = dolfinx.fem.Constant(cell, np.zeros(d))
     x_ufl = ufl.as_vector([xK[i] for i in range(d)])
 
@@ -154,6 +172,8 @@ def homogenized_problem(problem: Problem, hierarchy=None) -> Problem:
     :math:`A^*` is constant, or piecewise constant on the coarse cells of ``hierarchy`` for
     locally periodic fields.
     """
+    if problem.name == "elasticity":
+        return _homogenized_elasticity(problem)
     fld = _diffusion_coefficient(problem)
     if isinstance(fld, LocallyPeriodic):
         if hierarchy is None:
@@ -166,6 +186,31 @@ def homogenized_problem(problem: Problem, hierarchy=None) -> Problem:
         A_star = ConstantField(cell_solution(_periodic_coefficient(problem)).A_star.tolist())
     return diffusion(A_star, f=problem.source, dirichlet=problem.dirichlet,
                      neumann=problem.neumann, degree=problem.degree, name="homogenized")
+
+
+def _homogenized_elasticity(problem: Problem) -> Problem:
+    r"""Elasticity with the effective stiffness :math:`C^*`.
+
+    :math:`a_0(u, v) = \int \varepsilon_M(v) \cdot C^* \varepsilon_M(u)`, with
+    :math:`\varepsilon_M` the strain in Mandel notation.
+    """
+    fld = problem.coefficients.get("E")
+    if not isinstance(fld, PERIODIC_FIELDS) or "nu" not in problem.parameters:
+        raise ValueError("homogenized elasticity needs msfem.elasticity with a periodic "
+                         f"Young's modulus, got {type(fld).__name__}")
+    C = cell_solution(fld, nu=float(problem.parameters["nu"])).A_star
+    dim = problem.shape[0]
+    basis = [ufl.as_matrix(B.tolist()) for B in mandel_basis(dim)]
+
+    def bilinear(u, v, C):
+        def mandel(w):
+            return ufl.as_vector([ufl.inner(ufl.sym(ufl.grad(w)), B) for B in basis])
+
+        return ufl.inner(C * mandel(u), mandel(v)) * ufl.dx
+
+    return Problem(bilinear, {"C": ConstantField(C.tolist())}, source=problem.source,
+                   shape=problem.shape, dirichlet=problem.dirichlet, neumann=problem.neumann,
+                   degree=problem.degree, near_nullspace="rigid", name="homogenized-elasticity")
 
 
 def homogenized_solution(hierarchy, problem: Problem, *,
