@@ -12,6 +12,7 @@ to degree 1 first.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -94,19 +95,24 @@ def write_fields(directory: str | Path, functions: Sequence[dolfinx.fem.Function
     return paths
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with NumPy scalars/arrays and Paths turned into JSON types."""
+def json_safe(value: Any, nonfinite_to_none: bool = False) -> Any:
+    """``value`` with NumPy scalars/arrays and Paths turned into JSON types.
+
+    With ``nonfinite_to_none`` NaN and infinities become ``None`` (valid JSON).
+    """
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v, nonfinite_to_none) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v, nonfinite_to_none) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return json_safe(value.tolist(), nonfinite_to_none)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
+        if nonfinite_to_none and not math.isfinite(value):
+            return None
         return float(value)
     if isinstance(value, Path):
         return str(value)
@@ -120,5 +126,5 @@ def write_metrics(path: str | Path, metrics: Mapping[str, Any],
     NumPy scalars and arrays become floats/ints/lists (a non-finite float is written as
     ``NaN``/``Infinity``, which :func:`json.load` reads back).
     """
-    _runtime.atomic_write_json(path, _plain(metrics), comm)
+    _runtime.atomic_write_json(path, json_safe(metrics), comm)
     return Path(path)

@@ -87,6 +87,7 @@ from msfem.homogenization.cell import (
 )
 from msfem.homogenization.periodic import disc_cell
 from msfem.homogenization.rve import BOUNDARY_CONDITIONS, RVEStudy, rve_size_study
+from msfem.io import json_safe
 
 __all__ = [
     "CELL_SCHEMA",
@@ -518,21 +519,7 @@ def _ks(moduli: Mapping[str, float]) -> dict[str, float]:
 # ------------------------------------------------------------------------ reporting
 def _plain(value: Any) -> Any:
     """JSON types for ``value`` (NumPy to lists/floats, non-finite floats to ``None``)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    return json_safe(value, nonfinite_to_none=True)
 
 
 def _g(value: Any, digits: int = 6) -> str:
