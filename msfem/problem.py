@@ -70,6 +70,9 @@ class Problem:
         bilinear: ``bilinear(u, v, **coefficients) -> ufl.Form`` (integrals over ``dx``).
         coefficients: named fields passed to ``bilinear`` as UFL expressions.
         source: body load f (scalar, vector, or a Field) -- ``L(v) = ∫ f·v dx + ...``.
+        linear: optional ``linear(v, **coefficients) -> ufl.Form``, a user's load form
+            added to the source and Neumann terms (cell integrals ``dx`` only: boundary
+            loads go through ``neumann`` so that patch meshes integrate them on ∂Ω only).
         shape: value shape of the unknown: ``()`` scalar, ``(d,)`` vector.
         dirichlet: Dirichlet conditions (default: u = 0 on all of ∂Ω).
         neumann: Neumann conditions on parts of ∂Ω.
@@ -87,6 +90,7 @@ class Problem:
     bilinear: Callable[..., ufl.Form]
     coefficients: Mapping[str, Field | float] = field(default_factory=dict)
     source: Field | float | Sequence[float] = 0.0
+    linear: Callable[..., ufl.Form] | None = None
     shape: tuple[int, ...] = ()
     dirichlet: Sequence[Dirichlet] = (Dirichlet(),)
     neumann: Sequence[Neumann] = ()
@@ -140,6 +144,14 @@ class Discretisation:
         L = 0
         if self._sources:
             L = ufl.inner(self._as_value(self._sources[0].expr), v) * ufl.dx
+        if problem.linear is not None:
+            user = problem.linear(v, **self.coefficient_expressions())
+            kinds = {itg.integral_type() for itg in user.integrals()}
+            if kinds - {"cell"}:
+                raise ValueError(
+                    f"Problem.linear may only hold cell integrals (dx), got {sorted(kinds)}; "
+                    f"give boundary loads as Problem(neumann=[Neumann(value, marker)])")
+            L = user if isinstance(L, int) else L + user
         ds_terms = []
         if problem.neumann:
             facets, tags = [], []

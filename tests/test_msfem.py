@@ -289,3 +289,28 @@ def test_local_solver_by_options_prefix(comm):
         hier, problem, "oversampling", 1, petsc_options=opts).build()).U.x.array.copy()
         for opts in ({}, {"pc_factor_mat_solver_type": "mumps"})]
     assert np.allclose(U[0], U[1], rtol=1e-10, atol=1e-14)
+
+
+def test_user_linear_form(comm):
+    """A user's load form L(v) = ∫ g v dx through Problem.linear equals source = g."""
+    hier = msfem.StructuredHierarchy(comm, 4, 8, "quadrilateral")
+    a = msfem.HouWu(eps=1 / 2)
+
+    def bilinear(u, v, a):
+        return a * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+
+    def linear(v, a):
+        x = ufl.SpatialCoordinate(v.ufl_function_space().mesh)
+        return (1 + x[0]) * v * ufl.dx
+
+    g = msfem.UserField(lambda x: 1 + x[0], lambda x: 1 + x[0])
+    U = [msfem.solve_coarse(msfem.MultiscaleSpace(hier, p, "linear").build()).U.x.array.copy()
+         for p in (msfem.Problem(bilinear, {"a": a}, linear=linear),
+                   msfem.Problem(bilinear, {"a": a}, source=g))]
+    assert np.allclose(U[0], U[1], rtol=1e-12, atol=1e-15)
+
+    def boundary_load(v, a):
+        return v * ufl.ds
+
+    with pytest.raises(ValueError, match="cell integrals"):
+        msfem.solve_fine(hier.fine, msfem.Problem(bilinear, {"a": a}, linear=boundary_load))
