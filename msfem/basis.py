@@ -344,6 +344,7 @@ class MultiscaleSpace:
         self.timings: dict[str, float] = {}
         self._t_petsc = 0.0
         self._last_region: tuple | None = None
+        self.built = False
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None):
         """The (cached) :class:`~msfem.coarse.FineMap` of the distributed fine space ``V``.
@@ -617,4 +618,5 @@ class MultiscaleSpace:
         self.timings["offline"] = h.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         self.timings["offline_rank"] = time.perf_counter() - t0
         self.timings["local_petsc"] = self._t_petsc
+        self.built = True
         return self

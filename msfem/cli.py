@@ -131,7 +131,8 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
     logger.info("offline: variant %r, %d fine layers of oversampling", space.variant.name,
                 space.layers)
     space.build(progress=True)
-    solution = msfem.solve_coarse(space, petsc_options=table.get("coarse_solver"))
+    solution = msfem.solve_coarse(space, petsc_options=table.get("coarse_solver"),
+                                  assembly=table.get("assembly", "element"))
     u_ms = solution.reconstruct(fine.u.function_space)
     errors = solution.errors(fine.u)
     t = solution.timings

@@ -223,22 +223,53 @@ def assemble_coarse(space: MultiscaleSpace) -> tuple[PETSc.Mat, PETSc.Vec]:
     return A, b
 
 
+def assemble_coarse_ptap(space: MultiscaleSpace) -> tuple[PETSc.Mat, PETSc.Vec]:
+    r"""Galerkin projection of the fine system: :math:`A_H = P^T A_h P`, :math:`b_H = P^T b_h`.
+
+    ``MatPtAP`` with the distributed prolongation of :func:`prolongation` and the fine
+    operator assembled once on the fine mesh; only for conforming Galerkin variants, where
+    it equals the element-by-element assembly.
+    """
+    if not space.conforming or space.variant.test != "galerkin":
+        raise ValueError(
+            f"PtAP assembly needs a conforming Galerkin variant (standard, linear, "
+            f"oscillatory without oversampling), not {space.variant.name!r} with "
+            f"{space.layers} oversampling layers; use assembly='element'")
+    V = space.fine_map().V
+    disc = space.problem.discretise(V)
+    A_h = dolfinx.fem.petsc.assemble_matrix(disc.a)
+    A_h.assemble()
+    b_h = dolfinx.fem.petsc.assemble_vector(disc.L)
+    b_h.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+    P = prolongation(space, V)
+    A = A_h.PtAP(P)
+    b = P.createVecRight()
+    P.multTranspose(b_h, b)
+    for obj in (A_h, b_h, P):
+        obj.destroy()
+    return A, b
+
+
 def solve(space: MultiscaleSpace, *, petsc_options: Mapping[str, Any] | None = None,
-          prefix: str = "msfem_coarse_") -> CoarseSolution:
+          prefix: str = "msfem_coarse_", assembly: str = "element") -> CoarseSolution:
     r"""Assemble and solve the coarse system :math:`A_H U = b_H`, :math:`U_i = g(x_i)` on Γ_D.
 
     Args:
-        space: a built :class:`~msfem.basis.MultiscaleSpace`.
+        space: a :class:`~msfem.basis.MultiscaleSpace` (built here if it is not yet).
         petsc_options: options of the coarse KSP (default MUMPS LU:
             :data:`msfem.solvers.DIRECT_OPTIONS`).
         prefix: PETSc options prefix of the coarse solver.
+        assembly: ``"element"`` (:func:`assemble_coarse`, every variant) or ``"ptap"``
+            (:func:`assemble_coarse_ptap`, conforming Galerkin variants).
     """
-    if not space.elements and space.hierarchy.owned_coarse_cells[0].size:
+    if assembly not in ("element", "ptap"):
+        raise ValueError(f"assembly must be 'element' or 'ptap', got {assembly!r}")
+    if not space.built:
         space.build()
     t0 = time.perf_counter()
     Vc = space.coarse_space
     with dolfinx.common.Timer("~msfem: online (coarse assemble)"):
-        A, b = assemble_coarse(space)
+        A, b = assemble_coarse(space) if assembly == "element" else assemble_coarse_ptap(space)
         rows, vals = _coarse_boundary(space)
         U = dolfinx.fem.Function(Vc, name="U_coarse")
         x = U.x.petsc_vec
@@ -268,7 +299,7 @@ def prolongation(space: MultiscaleSpace, V: dolfinx.fem.FunctionSpace) -> PETSc.
     Rows shared by several coarse cells carry the average of the element values (equal
     for conforming variants). For conforming variants :math:`P^T A_h P = A_H`.
     """
-    fmap = FineMap(V, space.hierarchy, space)
+    fmap = space.fine_map(V)
     Vc = space.coarse_space
     bs = space.bs
     nf = V.dofmap.index_map.size_local * bs

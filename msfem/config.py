@@ -103,7 +103,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "solver": {"petsc_options": "options"},
     "msfem": {"variant": ("linear", "oscillatory", "oversampling", "petrov-galerkin"),
               "oversampling": "int_or_table", "boundary": ("polynomial", "oscillatory"),
-              "coarse_solver": "options", "local_solver": "options"},
+              "coarse_solver": "options", "local_solver": "options",
+              "assembly": ("element", "ptap")},
     "output": {"format": ("vtx", "xdmf"), "png": bool, "fields": bool},
 }
 

@@ -314,3 +314,18 @@ def test_user_linear_form(comm):
 
     with pytest.raises(ValueError, match="cell integrals"):
         msfem.solve_fine(hier.fine, msfem.Problem(bilinear, {"a": a}, linear=boundary_load))
+
+
+@pytest.mark.parametrize("variant", ["standard", "linear", "oscillatory"])
+def test_ptap_assembly_gives_the_same_solution(comm, variant):
+    """MatPtAP on the distributed fine operator = element-by-element assembly."""
+    hier = msfem.StructuredHierarchy(comm, 4, 8, "triangle")
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 2), f=-1.0, neumann=(msfem.Neumann(
+        0.5, lambda x: np.isclose(x[1], 1)),), dirichlet=(msfem.Dirichlet(
+            0.0, lambda x: x[1] < 1 - 1e-12),))
+    space = msfem.MultiscaleSpace(hier, problem, variant).build()
+    U = [msfem.solve_coarse(space, assembly=a).U.x.array.copy() for a in ("element", "ptap")]
+    assert np.allclose(U[0], U[1], rtol=1e-10, atol=1e-14)
+    over = msfem.MultiscaleSpace(hier, problem, "oversampling", 1)
+    with pytest.raises(ValueError, match="conforming Galerkin"):
+        msfem.solve_coarse(over, assembly="ptap")
