@@ -45,6 +45,7 @@ oversampled basis need not vanish on ∂Ω. That trace error is part of the brok
 
 from __future__ import annotations
 
+import gc
 import itertools
 import time
 from collections.abc import Mapping
@@ -58,13 +59,21 @@ import scipy.sparse as sp
 import ufl
 from mpi4py import MPI
 from petsc4py import PETSc
+from scipy.spatial import cKDTree
 
 from msfem import (
     _runtime,  # noqa: F401
     solvers,
 )
 from msfem.coefficients import Field
-from msfem.mesh import Oversampling, Patch, StructuredHierarchy, _locate_sub, create_lattice_mesh
+from msfem.mesh import (
+    Oversampling,
+    Patch,
+    RefinedHierarchy,
+    StructuredHierarchy,
+    _locate_sub,
+    create_lattice_mesh,
+)
 from msfem.problem import Problem
 
 
@@ -111,16 +120,21 @@ class ElementBasis:
         A: element matrix :math:`a_K(\phi_j, w_i)`; b: element load :math:`L_K(w_i)`.
         A_K: fine matrix of :math:`a` restricted to the cells of K (for energy norms).
         K_key: key of the K-mesh in the cache (for its mass and stiffness matrices).
+        fine_blocks: unstructured hierarchies: global fine dof blocks of K (instead of
+            lattice ids); metrics: their mass and stiffness matrices (no cache).
     """
 
     cell: int
     coarse_dofs: np.ndarray
-    lattice: np.ndarray
+    lattice: np.ndarray | None
     phi: np.ndarray
     A: np.ndarray
     b: np.ndarray
     A_K: sp.csr_matrix
-    K_key: tuple
+    K_key: tuple | None
+    fine_blocks: np.ndarray | None = None
+    metrics: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
+    vertex_blocks: np.ndarray | None = None
 
 
 class _LocalMesh:
@@ -295,16 +309,28 @@ class MultiscaleSpace:
                  oversampling: Oversampling | int | None = None, *, boundary: str | None = None,
                  edge_coefficient: str | None = None,
                  petsc_options: Mapping[str, Any] | None = None):
-        if not isinstance(hierarchy, StructuredHierarchy):
-            raise TypeError("MultiscaleSpace needs a StructuredHierarchy (unstructured coarse "
-                            "meshes are supported by the fine solver and hierarchy queries only)")
         self.hierarchy, self.problem = hierarchy, problem
         self.variant = get_variant(variant, boundary)
+        self.unstructured = isinstance(hierarchy, RefinedHierarchy)
+        if not (self.unstructured or isinstance(hierarchy, StructuredHierarchy)):
+            raise TypeError("MultiscaleSpace needs a StructuredHierarchy or a RefinedHierarchy")
         if isinstance(oversampling, (int, np.integer)) and not isinstance(oversampling, bool):
             oversampling = Oversampling(coarse_layers=int(oversampling))
         if oversampling is None:
-            oversampling = Oversampling(coarse_layers=1 if self.variant.oversampled else 0)
+            oversampling = Oversampling(coarse_layers=1 if self.variant.oversampled
+                                        and not self.unstructured else 0)
         self.oversampling = oversampling
+        if self.unstructured:
+            if oversampling.layers(1) > 0:
+                raise ValueError(
+                    "oversampling is implemented on structured hierarchies only; on an "
+                    "unstructured (gmsh) hierarchy use oversampling=0 (variants standard, "
+                    "linear, oscillatory, petrov-galerkin without oversampling)")
+            if problem.neumann:
+                raise ValueError("Neumann data with an unstructured hierarchy is not supported "
+                                 "by the multiscale basis yet; use a StructuredHierarchy")
+            self._init_common(problem, edge_coefficient, petsc_options)
+            return
         self.layers = oversampling.layers(hierarchy.M)
         if self.layers > 0 and not self.variant.oversampled:
             raise ValueError(
@@ -319,12 +345,19 @@ class MultiscaleSpace:
             raise ValueError(
                 f"oversampling patch ({self.layers} fine layers) is larger than the domain "
                 f"({max_layers} fine cells per direction); choose fewer layers")
+        self._init_common(problem, edge_coefficient, petsc_options)
+
+    def _init_common(self, problem: Problem, edge_coefficient: str | None,
+                     petsc_options: Mapping[str, Any] | None) -> None:
+        hierarchy = self.hierarchy
+        if self.unstructured:
+            self.layers = 0
         if self.variant.boundary == "oscillatory":
             if hierarchy.dim == 3:
                 raise ValueError("oscillatory boundary data is defined by 1D edge problems; in "
                                  "3D the face data is not defined by Hou & Wu -- use 'linear' or "
                                  "'oversampling' for 3D hierarchies")
-            if hierarchy.n_sub > 1 and self.layers > 0:
+            if getattr(hierarchy, "n_sub", 1) > 1 and self.layers > 0:
                 raise ValueError("oscillatory boundary data on a box-shaped oversampling patch "
                                  "gives 4 functions for a triangle's 3 vertices; use polynomial "
                                  "boundary data with triangles")
@@ -460,6 +493,8 @@ class MultiscaleSpace:
     # ----------------------------------------------------------------- one coarse cell
     def local_basis(self, cell: int) -> ElementBasis:
         r"""Solve the local problems of coarse cell ``cell`` and return its element data."""
+        if self.unstructured:
+            return self._local_basis_unstructured(cell)
         h = self.hierarchy
         patch: Patch = self.patch(cell)
         _, sub = h.coarse_square(cell)
@@ -515,6 +550,105 @@ class MultiscaleSpace:
 
         A_K = A_csr if not oversampled else _petsc_to_csr(Kmesh.assemble())
         return self._element(cell, Kmesh, K_key, phi, A_K, K_vertices, center)
+
+    # ----------------------------------------------------------------- unstructured
+    def _local_basis_unstructured(self, cell: int) -> ElementBasis:
+        r"""Local problems on the fine cells of a gmsh coarse cell K (S = K).
+
+        The fine cells of an owned coarse cell are on this rank (dolfinx refines in
+        place), so K's mesh is copied to ``COMM_SELF``; one mesh and one factorisation per
+        coarse cell (no translation cache: every K has its own shape).
+        """
+        h = self.hierarchy
+        fine = h.fine
+        cells = h.fine_cells(cell)
+        nodes = fine.geometry.dofmaps[0][cells]
+        used, local_cells = np.unique(nodes, return_inverse=True)
+        x = fine.geometry.x[used, : fine.geometry.dim]
+        domain = ufl.Mesh(fine.ufl_domain().ufl_coordinate_element())  # its own UFL domain
+        mesh = dolfinx.mesh.create_mesh(MPI.COMM_SELF, local_cells.reshape(nodes.shape),
+                                        domain, x)
+        V = self.problem.function_space(mesh)
+        disc = self.problem.discretise(V)
+        A = dolfinx.fem.petsc.assemble_matrix(disc.a)
+        A.assemble()
+        tdim = h.dim
+        mesh.topology.create_connectivity(tdim - 1, tdim)
+        bblocks = np.sort(dolfinx.fem.locate_dofs_topological(
+            V, tdim - 1, dolfinx.mesh.exterior_facet_indices(mesh.topology)))
+        xd = V.tabulate_dof_coordinates()[:, :tdim]
+        boundary = _expand(bblocks, self.bs)
+        interior = _expand(np.setdiff1d(np.arange(len(xd)), bblocks), self.bs)
+        K_vertices = h.coarse_vertices(cell)
+        center = K_vertices.mean(axis=0)
+        vertex_blocks = np.array([int(np.argmin(np.linalg.norm(xd - v, axis=1)))
+                                  for v in K_vertices])
+        poly = polynomial_basis(h.cell_type, (xd - center) / h.H)
+        N = _blocked(poly @ np.linalg.inv(polynomial_basis(h.cell_type,
+                                                           (K_vertices - center) / h.H)),
+                     self.bs)
+        A_csr = _petsc_to_csr(A)
+        if self.variant.boundary == "none":
+            phi = N
+        else:
+            if self.variant.boundary == "polynomial":
+                G = N[boundary]
+            else:
+                G = _blocked(self._oscillatory_data(xd[bblocks], K_vertices, box=False),
+                             self.bs)
+            isI = PETSc.IS().createGeneral(interior.astype(np.int32), comm=MPI.COMM_SELF)
+            A_II = A.createSubMatrix(isI, isI)
+            ksp = solvers.make_ksp(A_II, "msfem_local_", self.petsc_options,
+                                   solvers.LOCAL_OPTIONS)
+            rhs = -(A_csr[interior][:, boundary] @ G)
+            B = PETSc.Mat().createDense(rhs.shape, array=np.ascontiguousarray(rhs),
+                                        comm=MPI.COMM_SELF)
+            X = PETSc.Mat().createDense(rhs.shape, comm=MPI.COMM_SELF)
+            X.setUp()
+            t0 = time.perf_counter()
+            try:
+                ksp.setUp()
+                ksp.matSolve(B, X)
+            except PETSc.Error as err:
+                raise solvers.SolverError(
+                    f"local factorisation failed on coarse cell {cell} (vertices "
+                    f"{K_vertices.round(6).tolist()}): {err}") from err
+            self._t_petsc += time.perf_counter() - t0
+            psi = np.empty((len(xd) * self.bs, G.shape[1]))
+            psi[interior] = X.getDenseArray()
+            psi[boundary] = G
+            for obj in (B, X, ksp, A_II, isI):
+                obj.destroy()
+            phi = psi @ np.linalg.inv(psi[_expand(vertex_blocks, self.bs)])
+        b_K = dolfinx.fem.assemble_vector(disc.L).array.copy()
+        W = N if self.variant.test == "petrov-galerkin" else phi
+        # global fine dof blocks of K's dofs: match coordinates with the fine space
+        if getattr(self, "_fine_dofs", None) is None:
+            Vf = self.problem.function_space(fine)
+            self._fine_dofs = (Vf, Vf.tabulate_dof_coordinates()[:, :tdim])
+        Vf, xf = self._fine_dofs
+        cand = np.unique(Vf.dofmap.list[cells].ravel())
+        dist, nearest = cKDTree(xf[cand]).query(xd)
+        if dist.max() > 1e-10 * float(h.H[0]):
+            raise RuntimeError(f"coarse cell {cell}: local and fine dofs do not match")
+        blocks = Vf.dofmap.index_map.local_to_global(cand[nearest].astype(np.int32))
+        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        metrics = (_csr(dolfinx.fem.form(ufl.inner(u, v) * ufl.dx)),
+                   _csr(dolfinx.fem.form(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)))
+        A.destroy()
+        del disc, V, mesh  # each COMM_SELF mesh holds duplicated communicators: free them
+        self._n_meshes = getattr(self, "_n_meshes", 0) + 1
+        if self._n_meshes % 32 == 0:
+            gc.collect()
+        return ElementBasis(cell, np.zeros(0, dtype=np.int64), None, phi, W.T @ (A_csr @ phi),
+                            W.T @ b_K, A_csr, None, fine_blocks=np.asarray(blocks),
+                            metrics=metrics, vertex_blocks=vertex_blocks)
+
+    def metric_matrices(self, e: ElementBasis) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Mass and stiffness matrices of the fine sub-grid of element ``e``."""
+        if e.metrics is not None:
+            return e.metrics
+        return self._meshes[e.K_key].metric_matrices()
 
     def _nodal(self, Kmesh: _LocalMesh, K_vertices: np.ndarray, center: np.ndarray) -> np.ndarray:
         """The coarse nodal functions N_i at the fine dofs of K (vector: per component)."""

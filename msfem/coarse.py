@@ -67,11 +67,32 @@ class CoarseSolution:
         out = norms.broken_errors(self.space, self.U, fmap.gather(u_ref), h.comm)
         Vc = self.space.coarse_space
         n_owned = Vc.dofmap.index_map.size_local
-        xc = Vc.tabulate_dof_coordinates()[:n_owned, : h.dim]
-        ref = fmap.values_at(u_ref, h.lattice_ids(xc, self.space.problem.degree))
         vals = self.U.x.array[: n_owned * self.space.bs].reshape(n_owned, -1)
+        if self.space.unstructured:
+            ref = self._vertex_reference(fmap.gather(u_ref))
+        else:
+            xc = Vc.tabulate_dof_coordinates()[:n_owned, : h.dim]
+            ref = fmap.values_at(u_ref, h.lattice_ids(xc, self.space.problem.degree))
         out.update(norms.nodal_errors(vals, ref, h.H, h.comm))
         return out
+
+    def _vertex_reference(self, local_ref: list[np.ndarray]) -> np.ndarray:
+        """Reference values (n_owned, bs) at the owned coarse vertices.
+
+        Taken from the elements' fine dofs at their vertices (unstructured hierarchies).
+        """
+        Vc = self.space.coarse_space
+        bs = self.space.bs
+        f = dolfinx.fem.Function(Vc)
+        vec = f.x.petsc_vec
+        vec.set(0.0)
+        for e, ref in zip(self.space.elements, local_ref):
+            rows = _expand_rows(e.vertex_blocks, bs)
+            g = _global_indices(Vc, e.coarse_dofs).astype(PETSc.IntType)
+            vec.setValues(g, ref[rows], addv=PETSc.InsertMode.INSERT_VALUES)
+        vec.assemble()
+        n_owned = Vc.dofmap.index_map.size_local
+        return vec.getArray(readonly=True)[: n_owned * bs].reshape(n_owned, bs).copy()
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
         """The map between element-local fine dofs and the distributed fine space.
@@ -85,23 +106,30 @@ class FineMap:
     """Element-local fine dofs ↔ global dofs of the distributed fine space ``V``.
 
     The link is the partition-independent lattice id of each fine dof, translated to
-    dolfinx's global numbering by a PETSc application ordering (``AO``).
+    dolfinx's global numbering by a PETSc application ordering (``AO``); on unstructured
+    hierarchies the elements carry the global fine dofs themselves.
     """
 
     def __init__(self, V: dolfinx.fem.FunctionSpace, hierarchy, space: MultiscaleSpace):
         self.V, self.space = V, space
         imap, bs = V.dofmap.index_map, V.dofmap.index_map_bs
         self.bs = bs
-        n_owned = imap.size_local
-        lattice = hierarchy.dof_lattice(V)[:n_owned]
-        petsc_idx = np.arange(*imap.local_range, dtype=np.int64)
-        ao = PETSc.AO().createMapping(lattice.astype(PETSc.IntType),
-                                      petsc_idx.astype(PETSc.IntType), comm=V.mesh.comm)
-        self.sizes = [len(e.lattice) for e in space.elements]
-        all_lat = (np.concatenate([e.lattice for e in space.elements])
-                   if space.elements else np.zeros(0, dtype=np.int64))
-        blocks = np.asarray(ao.app2petsc(all_lat.astype(PETSc.IntType)), dtype=np.int64)
-        self._ao = ao
+        self._ao = None
+        if space.unstructured:
+            self.sizes = [len(e.fine_blocks) for e in space.elements]
+            blocks = (np.concatenate([e.fine_blocks for e in space.elements])
+                      if space.elements else np.zeros(0, dtype=np.int64)).astype(np.int64)
+        else:
+            lattice = hierarchy.dof_lattice(V)[: imap.size_local]
+            petsc_idx = np.arange(*imap.local_range, dtype=np.int64)
+            self._ao = PETSc.AO().createMapping(lattice.astype(PETSc.IntType),
+                                                petsc_idx.astype(PETSc.IntType),
+                                                comm=V.mesh.comm)
+            self.sizes = [len(e.lattice) for e in space.elements]
+            all_lat = (np.concatenate([e.lattice for e in space.elements])
+                       if space.elements else np.zeros(0, dtype=np.int64))
+            blocks = np.asarray(self._ao.app2petsc(all_lat.astype(PETSc.IntType)),
+                                dtype=np.int64)
         self.global_dofs = (blocks[:, None] * bs + np.arange(bs)).ravel()
         self.offsets = np.concatenate([[0], np.cumsum(np.array(self.sizes, dtype=int) * bs)])
         self._scatter = None
@@ -197,6 +225,10 @@ def _coarse_boundary(space: MultiscaleSpace) -> tuple[np.ndarray, np.ndarray]:
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     return np.concatenate(rows), np.concatenate(vals)
+
+
+def _expand_rows(blocks: np.ndarray, bs: int) -> np.ndarray:
+    return (np.asarray(blocks, dtype=np.int64)[:, None] * bs + np.arange(bs)).ravel()
 
 
 def _global_indices(Vc: dolfinx.fem.FunctionSpace, local: np.ndarray) -> np.ndarray:

@@ -421,9 +421,27 @@ class RefinedHierarchy:
         return cls(read_coarse(path, comm), levels)
 
     @property
-    def owned_coarse_cells(self) -> np.ndarray:
-        """Local indices of the coarse cells owned by this rank."""
-        return np.arange(self.coarse.topology.index_map(self.dim).size_local, dtype=np.int32)
+    def owned_coarse_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """(local indices, ids) of the coarse cells owned by this rank (ids = local indices)."""
+        local = np.arange(self.coarse.topology.index_map(self.dim).size_local, dtype=np.int32)
+        return local, local
+
+    @property
+    def cell_type(self) -> str:
+        """Name of the coarse (and fine) cell type, e.g. ``"triangle"``."""
+        return self.coarse.topology.cell_type.name
+
+    @cached_property
+    def H(self) -> np.ndarray:
+        """Largest coarse cell diameter (per axis, for scaling local coordinates)."""
+        n = self.coarse.topology.index_map(self.dim).size_local
+        local = float(self.coarse.h(self.dim, np.arange(n, dtype=np.int32)).max()) if n else 0.0
+        return np.full(self.dim, self.comm.allreduce(local, op=MPI.MAX))
+
+    def coarse_vertices(self, cell: int) -> np.ndarray:
+        """Coordinates (n_vertices, d) of local coarse cell ``cell``."""
+        nodes = self.coarse.geometry.dofmaps[0][cell]
+        return self.coarse.geometry.x[nodes, : self.dim]
 
     def fine_cells(self, cell: int) -> np.ndarray:
         """Local fine cells of (local) coarse cell ``cell``."""

@@ -82,7 +82,7 @@ def broken_errors(space, U: dolfinx.fem.Function, u_ref_local: Sequence[np.ndarr
     for e, ref in zip(space.elements, u_ref_local):
         u_ms = e.phi @ U.x.array[e.coarse_dofs]
         err = ref - u_ms
-        M, L = space._meshes[e.K_key].metric_matrices()
+        M, L = space.metric_matrices(e)
         sums += [err @ (M @ err), ref @ (M @ ref), err @ (L @ err), ref @ (L @ ref),
                  err @ (e.A_K @ err), ref @ (e.A_K @ ref)]
     sums = comm.allreduce(sums, op=MPI.SUM)
