@@ -20,6 +20,7 @@ into a directory computed with other settings is refused.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import shutil
@@ -287,7 +288,8 @@ def run_study(config_path: str | Path, out_dir: str | Path, comm: MPI.Comm = MPI
             c = _Case(plan, case, comm)
             key = _reference_key(case)
             if cache is None or cache[0] != key:
-                cache = None  # free the previous reference first
+                cache = None  # free the previous reference first (meshes hold cycles)
+                gc.collect()
                 cache = (key, compute_reference(
                     comm, c.problem, case.NM, c.hier.cell_type, kind=plan.reference,
                     factor=plan.reference_factor, lower=c.hier.lower, upper=c.hier.upper,
@@ -297,6 +299,7 @@ def run_study(config_path: str | Path, out_dir: str | Path, comm: MPI.Comm = MPI
             for row in _case_rows(plan, case, c, case_methods, cache[1], comm):
                 rows[tuple(row[col] for col in kc)] = row
             del c
+            gc.collect()
             timer.stop()
             _runtime.atomic_write_text(out_dir / "results.csv",
                                        csv_text(_ordered(plan, rows), plan.columns), comm)
