@@ -225,42 +225,61 @@ def homogenized_solution(hierarchy, problem: Problem, *,
 def corrector_solution(hierarchy, problem: Problem, *, petsc_options=None) -> dolfinx.fem.Function:
     r"""The first-order corrector, interpolated at the fine dofs.
 
-    :math:`u_1 = u_0 + \varepsilon\chi_j(x/\varepsilon) \partial_j u_0`.
+    Diffusion: :math:`u_1 = u_0 + \varepsilon\chi_j(x/\varepsilon)\,\partial_j u_0`;
+    elasticity: :math:`u_1 = u_0 + \varepsilon\chi_K(x/\varepsilon)\,
+    (\varepsilon(u_0) : E_K)` over the Mandel basis strains :math:`E_K`. The derivatives
+    of :math:`u_0` are lumped :math:`L^2` projections onto the fine Lagrange space.
     """
-    cs = cell_solution(_periodic_coefficient(problem))
-    u0 = homogenized_solution(hierarchy, problem, petsc_options=petsc_options)
+    u0 = homogenized_solution(hierarchy, problem, petsc_options=petsc_options)  # validates
+    if problem.name == "elasticity":
+        cs = cell_solution(problem.coefficients["E"], nu=float(problem.parameters["nu"]))
+    else:
+        cs = cell_solution(_periodic_coefficient(problem))
     V = u0.function_space
     mesh = V.mesh
     dim = mesh.topology.dim
-    grad = _lumped_gradient(u0)  # (n_local, dim)
+    if problem.name == "elasticity":
+        strain = ufl.sym(ufl.grad(u0))
+        derivs = _lumped(u0, [ufl.inner(strain, ufl.as_matrix(B.tolist()))
+                              for B in mandel_basis(dim)])
+    else:
+        derivs = _lumped(u0, [u0.dx(j) for j in range(dim)])
+    bs = V.dofmap.index_map_bs
     x = V.tabulate_dof_coordinates()[:, :dim]
-    y = np.mod(x / cs.eps, 1.0)
-    chi = _evaluate(cs.correctors, y)  # (n_local, dim)
+    chi = _evaluate(cs.correctors, np.mod(x / cs.eps, 1.0))  # [(n_local, bs)] per load
     u1 = dolfinx.fem.Function(V, name="u1")
-    u1.x.array[:] = u0.x.array + cs.eps * np.sum(chi * grad, axis=1)
+    blocks = u0.x.array.reshape(-1, bs).copy()
+    for k, chi_k in enumerate(chi):
+        blocks += cs.eps * chi_k * derivs[:, k:k + 1]
+    u1.x.array[:] = blocks.ravel()
     u1.x.scatter_forward()
     return u1
 
 
-def _lumped_gradient(u: dolfinx.fem.Function) -> np.ndarray:
-    r""":math:`g_i = \int\nabla u\,\varphi_i / \int\varphi_i` at every local dof."""
-    V = u.function_space
-    dim = V.mesh.topology.dim
-    v = ufl.TestFunction(V)
+def _lumped(u: dolfinx.fem.Function, exprs) -> np.ndarray:
+    r"""Lumped projections of scalar expressions of ``u``, shape (n_local, len(exprs)).
+
+    :math:`g_i = \int g\,\varphi_i / \int\varphi_i` at every local dof (block) of ``u``'s
+    space.
+    """
+    mesh = u.function_space.mesh
+    degree = u.function_space.ufl_element().embedded_superdegree
+    Q = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))  # same dof layout as blocks
+    v = ufl.TestFunction(Q)
     mass = dolfinx.fem.assemble_vector(dolfinx.fem.form(v * ufl.dx))
     mass.scatter_reverse(dolfinx.la.InsertMode.add)
     mass.scatter_forward()
-    out = np.zeros((len(mass.array), dim))
-    for j in range(dim):
-        g = dolfinx.fem.assemble_vector(dolfinx.fem.form(u.dx(j) * v * ufl.dx))
+    out = np.zeros((len(mass.array), len(exprs)))
+    for j, expr in enumerate(exprs):
+        g = dolfinx.fem.assemble_vector(dolfinx.fem.form(expr * v * ufl.dx))
         g.scatter_reverse(dolfinx.la.InsertMode.add)
         g.scatter_forward()
         out[:, j] = g.array / mass.array
     return out
 
 
-def _evaluate(functions, y: np.ndarray) -> np.ndarray:
-    """Values of COMM_SELF cell functions at points ``y`` (n, d) of the unit cell."""
+def _evaluate(functions, y: np.ndarray) -> list[np.ndarray]:
+    """Values (n, value_size) of COMM_SELF cell functions at points ``y`` (n, d)."""
     mesh = functions[0].function_space.mesh
     dim = mesh.topology.dim
     pts = np.zeros((len(y), 3))
@@ -269,4 +288,4 @@ def _evaluate(functions, y: np.ndarray) -> np.ndarray:
     candidates = dolfinx.geometry.compute_collisions_points(tree, pts)
     cells = dolfinx.geometry.compute_colliding_cells(mesh, candidates, pts)
     first = np.array([cells.links(i)[0] for i in range(len(pts))], dtype=np.int32)
-    return np.column_stack([f.eval(pts, first).ravel() for f in functions])
+    return [np.asarray(f.eval(pts, first)).reshape(len(pts), -1) for f in functions]
