@@ -33,3 +33,14 @@ def comm():
 def shared_tmp(tmp_path):
     """A temporary directory that is the same on every rank (rank 0's tmp_path)."""
     return MPI.COMM_WORLD.bcast(tmp_path, root=0)
+
+
+@pytest.fixture(scope="module")
+def restore_msfem_logging():
+    """msfem.cli.main() configures the msfem logger; give later test modules it back."""
+    import logging
+
+    logger = logging.getLogger("msfem")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

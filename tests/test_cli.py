@@ -5,7 +5,6 @@ Runs in serial and under ``mpiexec -n 2 python -m mpi4py -m pytest``: every rank
 """
 
 import json
-import logging
 import math
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import write_text_config
 from mpi4py import MPI
 
 import msfem
@@ -51,12 +51,7 @@ def shared_dir(factory) -> Path:
     return COMM.bcast(factory.mktemp("cli") if COMM.rank == 0 else None, root=0)
 
 
-def write_config(directory: Path, text: str, name: str = "case.toml") -> Path:
-    path = directory / name
-    if COMM.rank == 0:
-        path.write_text(text)
-    COMM.barrier()
-    return path
+write_config = write_text_config
 
 
 def read_metrics(out: Path) -> dict:
@@ -68,13 +63,7 @@ def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_logging():
-    """main() configures the msfem logger; give later test modules (caplog) it back."""
-    logger = logging.getLogger("msfem")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
+pytestmark = pytest.mark.usefixtures("restore_msfem_logging")
 
 
 # ----------------------------------------------------------------------------- results

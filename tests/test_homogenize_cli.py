@@ -6,12 +6,12 @@ error messages come from rank 0 only, so the other ranks must print nothing.
 """
 
 import json
-import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_text_config
 from mpi4py import MPI
 
 from msfem.cli import EXIT_ERROR, main
@@ -20,21 +20,10 @@ from msfem.homogenization import bounds
 COMM = MPI.COMM_WORLD
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_logging():
-    """main() configures the msfem logger; give later test modules (caplog) it back."""
-    logger = logging.getLogger("msfem")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
+pytestmark = pytest.mark.usefixtures("restore_msfem_logging")
 
 
-def write_config(directory: Path, text: str, name: str = "case.toml") -> Path:
-    path = directory / name
-    if COMM.rank == 0:
-        path.write_text(text)
-    COMM.barrier()
-    return path
+write_config = write_text_config
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
