@@ -673,7 +673,7 @@ class MultiscaleSpace:
         idx = Kmesh.dof_index + np.rint((Kmesh.origin - h.lower) / (h.h / deg)).astype(np.int64)
         lattice = np.ravel_multi_index(tuple(idx.T), np.array(h.N) * h.M * deg + 1, order="F")
         return ElementBasis(cell, np.zeros(0, dtype=np.int64), lattice, phi, A_e, b_e,
-                            sp.csr_matrix(A_K), K_key)
+                            A_K, K_key)  # A_K is a fresh CSR per cell: no copy
 
     def _solve_patch(self, S: _LocalMesh, cell: int, corners: np.ndarray,
                      K_vertices: np.ndarray, center: np.ndarray):
