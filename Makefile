@@ -15,7 +15,7 @@ demo:
 test: lint test-serial test-mpi
 
 lint:
-	$(PY) -m ruff check msfem tests benchmarks
+	$(PY) -m ruff check msfem tests benchmarks meshes
 
 test-serial:
 	$(PY) -m pytest -q tests

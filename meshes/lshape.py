@@ -3,6 +3,8 @@
 Used by ``msfem.RefinedHierarchy.from_gmsh("meshes/lshape.py", levels)``.
 """
 
+from msfem.gmsh_io import mesh_surfaces
+
 H = 0.25
 
 
@@ -12,9 +14,4 @@ def build(gmsh):
     square = occ.addRectangle(0, 0, 0, 1, 1)
     corner = occ.addRectangle(0.5, 0.5, 0, 0.5, 0.5)
     occ.cut([(2, square)], [(2, corner)])
-    occ.synchronize()
-    surfaces = [s[1] for s in gmsh.model.getEntities(2)]
-    gmsh.model.addPhysicalGroup(2, surfaces, 1)
-    gmsh.option.setNumber("Mesh.CharacteristicLengthMax", H)
-    gmsh.model.mesh.generate(2)
-    return 2
+    return mesh_surfaces(gmsh, H)

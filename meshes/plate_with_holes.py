@@ -1,5 +1,7 @@
 """Unit square plate with four circular holes (radius 0.1), coarse triangles of size ~0.2."""
 
+from msfem.gmsh_io import mesh_surfaces
+
 H = 0.2
 
 
@@ -9,9 +11,4 @@ def build(gmsh):
     plate = occ.addRectangle(0, 0, 0, 1, 1)
     holes = [occ.addDisk(x, y, 0, 0.1, 0.1) for x in (0.3, 0.7) for y in (0.3, 0.7)]
     occ.cut([(2, plate)], [(2, h) for h in holes])
-    occ.synchronize()
-    surfaces = [s[1] for s in gmsh.model.getEntities(2)]
-    gmsh.model.addPhysicalGroup(2, surfaces, 1)
-    gmsh.option.setNumber("Mesh.CharacteristicLengthMax", H)
-    gmsh.model.mesh.generate(2)
-    return 2
+    return mesh_surfaces(gmsh, H)

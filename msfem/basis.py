@@ -170,8 +170,8 @@ class _LocalMesh:
         self.boundary_blocks = np.sort(bdofs)
         n = len(xd)
         interior = np.setdiff1d(np.arange(n), self.boundary_blocks)
-        self.boundary = _expand(self.boundary_blocks, self.bs)
-        self.interior = _expand(interior, self.bs)
+        self.boundary = expand_blocks(self.boundary_blocks, self.bs)
+        self.interior = expand_blocks(interior, self.bs)
         self._domain = (h.lower, h.upper)
         self.disc = space.problem.discretise(self.V, boundary_facets=self._boundary_facets)
         self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
@@ -262,8 +262,8 @@ def _blocked(scalar: np.ndarray, bs: int) -> np.ndarray:
     return out
 
 
-def _expand(blocks: np.ndarray, bs: int) -> np.ndarray:
-    """Block indices to scalar indices ``block * bs + c``."""
+def expand_blocks(blocks: np.ndarray, bs: int) -> np.ndarray:
+    """Block indices to scalar (unblocked) indices ``block * bs + c``, c = 0..bs-1."""
     return (np.asarray(blocks, dtype=np.int64)[:, None] * bs + np.arange(bs)).ravel()
 
 
@@ -537,9 +537,9 @@ class MultiscaleSpace:
         # restrict to K (K-mesh dof order) and normalise: φ_i(x_k) = δ_ik
         S_index = Kmesh.dof_index + np.array(patch.offset) * self.problem.degree
         S_blocks = S.lookup[np.ravel_multi_index(tuple(S_index.T), S.node_shape, order="F")]
-        psi_K = psi[_expand(S_blocks, self.bs)]
+        psi_K = psi[expand_blocks(S_blocks, self.bs)]
         vertex_blocks = self._vertex_blocks(Kmesh, K_vertices)
-        Vmat = psi_K[_expand(vertex_blocks, self.bs)]
+        Vmat = psi_K[expand_blocks(vertex_blocks, self.bs)]
         try:
             C = np.linalg.inv(Vmat)
         except np.linalg.LinAlgError as err:
@@ -577,8 +577,8 @@ class MultiscaleSpace:
         bblocks = np.sort(dolfinx.fem.locate_dofs_topological(
             V, tdim - 1, dolfinx.mesh.exterior_facet_indices(mesh.topology)))
         xd = V.tabulate_dof_coordinates()[:, :tdim]
-        boundary = _expand(bblocks, self.bs)
-        interior = _expand(np.setdiff1d(np.arange(len(xd)), bblocks), self.bs)
+        boundary = expand_blocks(bblocks, self.bs)
+        interior = expand_blocks(np.setdiff1d(np.arange(len(xd)), bblocks), self.bs)
         K_vertices = h.coarse_vertices(cell)
         center = K_vertices.mean(axis=0)
         vertex_blocks = np.array([int(np.argmin(np.linalg.norm(xd - v, axis=1)))
@@ -619,7 +619,7 @@ class MultiscaleSpace:
             psi[boundary] = G
             for obj in (B, X, ksp, A_II, isI):
                 obj.destroy()
-            phi = psi @ np.linalg.inv(psi[_expand(vertex_blocks, self.bs)])
+            phi = psi @ np.linalg.inv(psi[expand_blocks(vertex_blocks, self.bs)])
         b_K = dolfinx.fem.assemble_vector(disc.L).array.copy()
         W = N if self.variant.test == "petrov-galerkin" else phi
         # global fine dof blocks of K's dofs: match coordinates with the fine space
@@ -742,7 +742,7 @@ class MultiscaleSpace:
                 verts = h.coarse_vertices(int(cell))
                 order = [int(cdofs[np.argmin(np.linalg.norm(xc[cdofs] - v, axis=1))])
                          for v in verts]
-                e.coarse_dofs = _expand(np.array(order), bs)
+                e.coarse_dofs = expand_blocks(np.array(order), bs)
                 self.elements.append(e)
                 if progress and ((k + 1) % max(1, -(-n // 10)) == 0 or k + 1 == n):
                     logger.info("  basis: %d/%d coarse cells on rank 0", k + 1, n)

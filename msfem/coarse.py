@@ -33,7 +33,7 @@ from msfem import (
     _runtime,  # noqa: F401
     solvers,
 )
-from msfem.basis import MultiscaleSpace
+from msfem.basis import MultiscaleSpace, expand_blocks
 from msfem.problem import dirichlet_values
 
 
@@ -87,7 +87,7 @@ class CoarseSolution:
         vec = f.x.petsc_vec
         vec.set(0.0)
         for e, ref in zip(self.space.elements, local_ref):
-            rows = _expand_rows(e.vertex_blocks, bs)
+            rows = expand_blocks(e.vertex_blocks, bs)
             g = _global_indices(Vc, e.coarse_dofs).astype(PETSc.IntType)
             vec.setValues(g, ref[rows], addv=PETSc.InsertMode.INSERT_VALUES)
         vec.assemble()
@@ -130,7 +130,7 @@ class FineMap:
                        if space.elements else np.zeros(0, dtype=np.int64))
             blocks = np.asarray(self._ao.app2petsc(all_lat.astype(PETSc.IntType)),
                                 dtype=np.int64)
-        self.global_dofs = (blocks[:, None] * bs + np.arange(bs)).ravel()
+        self.global_dofs = expand_blocks(blocks, bs)
         self.offsets = np.concatenate([[0], np.cumsum(np.array(self.sizes, dtype=int) * bs)])
         self._scatter = None
         self._inv_count: dolfinx.fem.Function | None = None
@@ -163,7 +163,7 @@ class FineMap:
         """Values (n, bs) of ``u`` at fine lattice nodes ``lattice`` (collective)."""
         blocks = np.asarray(self._ao.app2petsc(np.asarray(lattice, dtype=PETSc.IntType)),
                             dtype=np.int64)
-        idx = (blocks[:, None] * self.bs + np.arange(self.bs)).ravel()
+        idx = expand_blocks(blocks, self.bs)
         vec = u.x.petsc_vec
         local = PETSc.Vec().createSeq(len(idx), comm=MPI.COMM_SELF)
         is_from = PETSc.IS().createGeneral(idx.astype(PETSc.IntType), comm=MPI.COMM_SELF)
@@ -220,15 +220,11 @@ def _coarse_boundary(space: MultiscaleSpace) -> tuple[np.ndarray, np.ndarray]:
         if len(blocks) == 0:
             continue
         g = dirichlet_values(bc, xc[blocks].T, problem.shape)  # (bs, n)
-        rows.append((blocks[:, None] * bs + np.arange(bs)).ravel())
+        rows.append(expand_blocks(blocks, bs))
         vals.append(g.T.ravel())
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     return np.concatenate(rows), np.concatenate(vals)
-
-
-def _expand_rows(blocks: np.ndarray, bs: int) -> np.ndarray:
-    return (np.asarray(blocks, dtype=np.int64)[:, None] * bs + np.arange(bs)).ravel()
 
 
 def _global_indices(Vc: dolfinx.fem.FunctionSpace, local: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ Fields with a period :math:`\varepsilon` report it in :attr:`Field.eps`;
 
 from __future__ import annotations
 
+import abc
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ NUMPY = _Namespace(np)
 UFL = _Namespace(ufl)
 
 
-class Field:
+class Field(abc.ABC):
     """A coefficient field :math:`a(x)`, scalar (``shape == ()``) or a (d, d) tensor.
 
     Subclasses implement :meth:`evaluate` and, when the field has a closed form,
@@ -59,9 +60,9 @@ class Field:
     #: Oscillation scale (period or correlation length), ``None`` when not multiscale.
     eps: float | None = None
 
+    @abc.abstractmethod
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         """Values at points ``x`` of shape (3, n); returns (n,) or (d, d, n)."""
-        raise NotImplementedError(type(self).__name__ + " must implement evaluate()")
 
     def symbolic(self, x: ufl.SpatialCoordinate) -> ufl.core.expr.Expr | None:
         """A UFL expression of the spatial coordinate ``x``, or None if there is none."""
@@ -126,8 +127,9 @@ class HouWu(Field):
 class _TwoScale(Field):
     """A field given by one callable for NumPy and UFL: subclasses define ``_value``."""
 
+    @abc.abstractmethod
     def _value(self, x, ns):
-        raise NotImplementedError  # pragma: no cover - defined by every subclass
+        """The field at ``x`` written with the math namespace ``ns`` (NumPy or UFL)."""
 
     def evaluate(self, x):
         value = self._value(x, NUMPY)

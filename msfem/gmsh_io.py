@@ -16,6 +16,19 @@ from mpi4py import MPI
 from msfem import _runtime  # noqa: F401
 
 
+def mesh_surfaces(gmsh, size: float) -> int:
+    """Finish a 2D geometry script and return its geometric dimension (2).
+
+    Tags all surfaces as physical group 1 and meshes with characteristic length ``size``.
+    """
+    gmsh.model.occ.synchronize()
+    surfaces = [s[1] for s in gmsh.model.getEntities(2)]
+    gmsh.model.addPhysicalGroup(2, surfaces, 1)
+    gmsh.option.setNumber("Mesh.CharacteristicLengthMax", size)
+    gmsh.model.mesh.generate(2)
+    return 2
+
+
 def read_coarse(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfinx.mesh.Mesh:
     """The coarse dolfinx mesh from ``path`` (``.msh`` or a ``.py`` geometry script)."""
     import gmsh

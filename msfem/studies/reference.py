@@ -36,6 +36,7 @@ import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from msfem.basis import expand_blocks
 from msfem.fine import solve_fine
 from msfem.mesh import StructuredHierarchy
 from msfem.problem import Problem
@@ -64,7 +65,7 @@ class LatticeValues:
         blocks = np.asarray(self._ao.app2petsc(ids.astype(PETSc.IntType)), dtype=np.int64)
         if len(blocks) and blocks.min() < 0:
             raise ValueError("points outside the lattice of the source space")
-        idx = (blocks[:, None] * self.bs + np.arange(self.bs)).ravel().astype(PETSc.IntType)
+        idx = expand_blocks(blocks, self.bs).astype(PETSc.IntType)
         local = PETSc.Vec().createSeq(len(idx), comm=MPI.COMM_SELF)
         is_from = PETSc.IS().createGeneral(idx, comm=MPI.COMM_SELF)
         scatter = PETSc.Scatter().create(u.x.petsc_vec, is_from, local, None)
