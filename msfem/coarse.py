@@ -64,12 +64,13 @@ class CoarseSolution:
 
         h = self.space.hierarchy
         fmap = self.fine_map(u_ref.function_space)
-        out = norms.broken_errors(self.space, self.U, fmap.gather(u_ref), h.comm)
+        local_ref = fmap.gather(u_ref)
+        out = norms.broken_errors(self.space, self.U, local_ref, h.comm)
         Vc = self.space.coarse_space
         n_owned = Vc.dofmap.index_map.size_local
         vals = self.U.x.array[: n_owned * self.space.bs].reshape(n_owned, -1)
         if self.space.unstructured:
-            ref = self._vertex_reference(fmap.gather(u_ref))
+            ref = self._vertex_reference(local_ref)
         else:
             xc = Vc.tabulate_dof_coordinates()[:n_owned, : h.dim]
             ref = fmap.values_at(u_ref, h.lattice_ids(xc, self.space.problem.degree))
