@@ -8,8 +8,8 @@ The workflow, one module per step:
    :math:`a(u, v)` with a multiscale coefficient :math:`a(x/\varepsilon)`, a load
    :math:`L(v)` and boundary data.
 3. **Fine reference** (:mod:`msfem.fine`): :math:`a(u_h, v) = L(v)` on the fine mesh.
-4. **Multiscale basis** (:mod:`msfem.basis`): per coarse cell K, local problems on a
-   patch :math:`S \supseteq K`,
+4. **Multiscale basis** (:mod:`msfem.methods`, :mod:`msfem.space`): per coarse cell K,
+   a method's local problems, e.g. MsFEM's on a patch :math:`S \supseteq K`,
 
    .. math::
       a_S(\psi_j, v) = 0 \quad \forall v \in V_{h,0}(S), \qquad
@@ -26,7 +26,6 @@ The workflow, one module per step:
 """
 
 from msfem._runtime import configure_logging  # noqa: F401  (imports dolfinx_solver first)
-from msfem.basis import VARIANTS, MultiscaleSpace
 from msfem.coarse import CoarseSolution, prolongation
 from msfem.coarse import solve as solve_coarse
 from msfem.coefficients import (
@@ -48,13 +47,17 @@ from msfem.coefficients import (
 )
 from msfem.fine import FineSolution, solve_fine
 from msfem.mesh import Oversampling, RefinedHierarchy, StructuredHierarchy
+from msfem.methods import ElementData, Method, Parameters, register
+from msfem.methods.msfem import VARIANTS
 from msfem.problem import Dirichlet, Neumann, Problem, diffusion, elasticity, reaction_diffusion
 from msfem.solvers import SolverError
+from msfem.space import MultiscaleSpace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CoarseSolution", "MultiscaleSpace", "VARIANTS", "prolongation", "solve_coarse",
+    "CoarseSolution", "ElementData", "Method", "MultiscaleSpace", "Parameters", "VARIANTS",
+    "prolongation", "register", "solve_coarse",
     "Boxes", "Checkerboard", "ConstantField", "Dirichlet", "Field", "FineSolution", "HouWu",
     "Inclusions", "Laminate", "LocallyPeriodic", "LogNormal", "Neumann", "Oversampling",
     "Periodic", "Problem",

@@ -121,14 +121,12 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
     out = _output_dir(args.out)
     hier, problem = _setup(cfg, comm)
     table = cfg.get("msfem", {})
-    oversampling = (msfem_config.build_oversampling(table["oversampling"])
-                    if "oversampling" in table else None)
+    method, parameters = msfem_config.method_of(table)
     # the reference first: it also refuses non-positive coefficients before the offline phase
     fine = _reference(hier, problem, cfg)
-    space = msfem.MultiscaleSpace(hier, problem, table.get("variant", "linear"), oversampling,
-                                  boundary=table.get("boundary"),
+    space = msfem.MultiscaleSpace(hier, problem, method, parameters=parameters,
                                   petsc_options=table.get("local_solver"))
-    logger.info("offline: variant %r, %d fine layers of oversampling", space.variant.name,
+    logger.info("offline: method %r, %d fine layers of oversampling", space.name,
                 space.layers)
     space.build(progress=True)
     solution = msfem.solve_coarse(space, petsc_options=table.get("coarse_solver"),
@@ -136,14 +134,14 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
     u_ms = solution.reconstruct(fine.u.function_space)
     errors = solution.errors(fine.u)
     t = solution.timings
-    Vc = space.coarse_space
     metrics = {
         "command": "solve",
         "msfem_version": msfem.__version__,
         "ranks": comm.size,
-        "variant": space.variant.name,
+        "variant": space.name,
         "oversampling_fine_layers": space.layers,
-        "num_coarse_dofs": Vc.dofmap.index_map.size_global * Vc.dofmap.index_map_bs,
+        "method_parameters": space.method.describe(),
+        "num_coarse_dofs": space.coarse.size_global,
         "num_fine_dofs": fine.num_dofs,
         **errors,
         "t_offline": space.timings["offline"],
@@ -155,7 +153,8 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
     }
     logger.info("errors: l2_rel %.3e, h1_rel %.3e, energy_rel %.3e, nodal_linf %.3e",
                 errors["l2_rel"], errors["h1_rel"], errors["energy_rel"], errors["nodal_linf"])
-    _write_results(out, metrics, [u_ms, fine.u, solution.U], [fine.u, u_ms],
+    coarse_fields = [solution.U] if space.coarse_space is not None else []
+    _write_results(out, metrics, [u_ms, fine.u, *coarse_fields], [fine.u, u_ms],
                    ["u_fine", "u_ms"], "u_fine_vs_u_ms.png", cfg.get("output", {}), comm)
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from msfem import coefficients as C
-from msfem.mesh import CELL_TYPES, Oversampling, StructuredHierarchy
+from msfem.mesh import CELL_TYPES, StructuredHierarchy
 from msfem.problem import Dirichlet, Problem, diffusion, elasticity, reaction_diffusion
 
 Number = (int, float)
@@ -101,10 +101,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "problem": {"type": ("diffusion", "elasticity", "reaction-diffusion"), "f": "number_or_list",
                 "nu": float, "reaction": float, "dirichlet": "number_or_list", "degree": int},
     "solver": {"petsc_options": "options"},
-    "msfem": {"variant": ("linear", "oscillatory", "oversampling", "petrov-galerkin"),
-              "oversampling": "int_or_table", "boundary": ("polynomial", "oscillatory"),
-              "coarse_solver": "options", "local_solver": "options",
-              "assembly": ("element", "ptap")},
+    # [msfem]: these keys, plus the method's own parameters from the registry
+    # (msfem.methods); checked by method_of().
+    "msfem": {"method": str, "variant": str, "plugins": "list", "coarse_solver": "options",
+              "local_solver": "options", "assembly": ("element", "ptap")},
     "output": {"format": ("vtx", "xdmf"), "png": bool, "fields": bool},
 }
 
@@ -129,6 +129,9 @@ def validate(cfg: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | No
             raise ConfigError(f"missing section [{section}]")
     for section, table in cfg.items():
         keys = dict(schema[section])
+        if section == "msfem":
+            name, params = method_of(table)
+            keys.update({k: object for k in params})
         if section == "coefficient":
             ctype = table.get("type")
             if ctype not in COEFFICIENT_TYPES:
@@ -195,7 +198,73 @@ def load(path: str | Path, extra: Mapping[str, Mapping[str, Any]] | None = None,
         cfg = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    plugins = cfg.get("msfem", {}).get("plugins", []) if isinstance(cfg.get("msfem"), dict) \
+        else []
+    if not isinstance(plugins, list):
+        raise ConfigError("[msfem] plugins must be a list of module names or .py paths")
+    load_plugins(plugins, path.parent)
     return validate(cfg, extra, required)
+
+
+# ---------------------------------------------------------------------- methods
+#: Keys of ``[msfem]`` that are not parameters of the method.
+MSFEM_KEYS = ("method", "variant", "plugins", "coarse_solver", "local_solver", "assembly")
+
+
+def load_plugins(paths: list[str], base: Path | None = None) -> None:
+    """Import method plugins: module names or ``.py`` files (relative to ``base`` or cwd).
+
+    A plugin registers its methods with :func:`msfem.methods.register` when imported.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    for item in paths:
+        if not isinstance(item, str):
+            raise ConfigError(f"[msfem] plugins: {item!r} must be a module name or a .py path")
+        if not item.endswith(".py"):
+            try:
+                importlib.import_module(item)
+            except ImportError as err:
+                raise ConfigError(f"[msfem] plugins: cannot import {item!r}: {err}") from err
+            continue
+        candidates = [Path(item)] if Path(item).is_absolute() else \
+            [p for p in ((base / item) if base else None, Path.cwd() / item) if p]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            raise ConfigError(f"[msfem] plugins: file {item!r} not found (looked in "
+                              f"{', '.join(str(p.parent) for p in candidates)})")
+        name = "msfem_plugin_" + path.stem
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+def method_of(table: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The method name and parameters of an ``[msfem]`` table, checked against the registry.
+
+    ``method`` (or, without it, its alias ``variant``) names a registered method (default
+    ``"linear"``); every other key that is not in :data:`MSFEM_KEYS` must be one of its
+    parameters. Raises :class:`ConfigError` listing the valid names.
+    """
+    from msfem import methods
+
+    key = "method" if "method" in table else "variant"  # 'variant' alone: an alias
+    name = table.get(key, "linear")
+    if name not in methods.available():
+        raise ConfigError(f"[msfem] {key} = {name!r} is not a registered method, must be one "
+                          f"of {', '.join(repr(m) for m in methods.available())}")
+    params = {k: v for k, v in table.items() if k not in MSFEM_KEYS
+              or (k == "variant" and key == "method")}
+    try:
+        methods.create(name, **params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[msfem] {err}") from err
+    return name, params
 
 
 # ---------------------------------------------------------------------- builders
@@ -250,18 +319,3 @@ def build_problem(table: Mapping[str, Any], coefficient: C.Field, dim: int) -> P
         raise ConfigError(f"[problem] f for elasticity must be a list of {dim} numbers, got {f!r}")
     return elasticity(coefficient, nu=table.get("nu", 0.3), f=f, dim=dim, dirichlet=bc,
                       degree=degree)
-
-
-def build_oversampling(value: Any) -> Oversampling:
-    """An :class:`~msfem.mesh.Oversampling` from an int (coarse layers) or a table."""
-    if isinstance(value, int):
-        return Oversampling(coarse_layers=value)
-    allowed = {"coarse_layers", "ratio", "fine_layers"}
-    unknown = set(value) - allowed
-    if unknown or len(value) != 1:
-        raise ConfigError(f"[msfem] oversampling table must have exactly one of "
-                          f"{sorted(allowed)}, got {sorted(value)}")
-    try:
-        return Oversampling(**value)
-    except ValueError as err:
-        raise ConfigError(f"[msfem] oversampling: {err}") from err

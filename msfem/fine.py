@@ -57,26 +57,37 @@ def rigid_body_modes(V: dolfinx.fem.FunctionSpace) -> PETSc.NullSpace:
 
 
 def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
-    """Collectively refuse non-positive coefficients and warn about unresolved scales.
+    r"""Collectively refuse non-positive coefficients and warn about unresolved scales.
 
-    The coefficients are sampled at owned cell midpoints; the warning is issued when a
-    field's scale ε is not resolved by the mesh.
+    Every coefficient the problem declares positive
+    (:attr:`~msfem.problem.Problem.positive_coefficients`; by default all of them) must be
+    uniformly positive definite, :math:`a(x) \ge \alpha > 0` (smallest eigenvalue of a
+    tensor), sampled at the owned cell midpoints; the others (e.g. a reaction coefficient
+    :math:`c \ge 0`) are not checked. The warning is issued when a field's scale ε is not
+    resolved by the mesh.
     """
     tdim = mesh.topology.dim
     n = mesh.topology.index_map(tdim).size_local
     mid = dolfinx.mesh.compute_midpoints(mesh, tdim, np.arange(n, dtype=np.int32)).T
+    positive = problem.positive_coefficients
     error = None
     for name, fld in problem.coefficients.items():
+        if name not in positive:
+            continue
+        found = None
         if not hasattr(fld, "evaluate"):
             if float(np.min(np.linalg.eigvalsh(np.atleast_2d(fld)))) <= 0:
-                error = f"coefficient {name!r} = {fld} is not positive"
-            continue
-        if getattr(problem, "name", "") == "reaction-diffusion" and name == "c":
-            continue
-        try:
-            check_positive(fld, mid, name=f"coefficient {name!r}")
-        except ValueError as err:
-            error = str(err)
+                found = f"coefficient {name!r} = {fld} is not positive."
+        else:
+            try:
+                check_positive(fld, mid, name=f"coefficient {name!r}")
+            except ValueError as err:
+                found = str(err)
+        if found and problem.positive is None:
+            found += (f" If {name!r} may vanish (e.g. a reaction coefficient c >= 0), leave it "
+                      f"out of the coefficients the problem declares positive: "
+                      f"Problem(positive=...).")
+        error = found or error
     errors = [e for e in mesh.comm.allgather(error) if e]
     if errors:
         raise ValueError(errors[0])

@@ -63,7 +63,7 @@ def _reference_split(cell_type: str) -> np.ndarray:
     return np.array(cells)
 
 
-def _locate_sub(t: np.ndarray, split: np.ndarray) -> np.ndarray:
+def locate_sub(t: np.ndarray, split: np.ndarray) -> np.ndarray:
     """Index of the sub-cell of ``split`` containing local coordinates ``t`` (d, n) in [0,1]^d."""
     if split.shape[0] == 1:
         return np.zeros(t.shape[1], dtype=np.int64)
@@ -214,7 +214,7 @@ class StructuredHierarchy:
         """Lattice ids of the coarse cells containing points ``x`` (3, n) (interior points)."""
         t = (x[: self.dim] - self.lower[:, None]) / self.H[:, None]
         square = np.clip(np.floor(t).astype(np.int64), 0, np.array(self.N)[:, None] - 1)
-        sub = _locate_sub(t - square, self.split)
+        sub = locate_sub(t - square, self.split)
         return np.ravel_multi_index(tuple(square), self.N, order="F") * self.n_sub + sub
 
     def coarse_square(self, cell: int) -> tuple[tuple[int, ...], int]:

@@ -17,6 +17,11 @@ ready-made instances:
 
 with Dirichlet data :math:`u = g` on :math:`\Gamma_D` and Neumann data
 :math:`(\text{flux})\cdot n = t` on :math:`\Gamma_N`.
+
+Numerics never ask a problem for its ``name``: a problem *declares* what they need --
+which coefficients must be uniformly positive (``positive``), which model operator its
+form is (``operator``, read by homogenization) and the near-null space of its operator
+(``near_nullspace``, read by the algebraic multigrid of the fine solve).
 """
 
 from __future__ import annotations
@@ -34,6 +39,19 @@ from msfem.coefficients import Field, FieldOnMesh, as_ufl
 
 Marker = Callable[[np.ndarray], np.ndarray]
 Value = float | Sequence[float] | Callable[[np.ndarray], np.ndarray]
+
+#: The model operators a :class:`Problem` may declare, with the coefficients each one names:
+#: ``"diffusion"`` :math:`-\nabla\cdot(a\nabla u)` (scalar u, scalar or tensor a),
+#: ``"reaction-diffusion"`` :math:`-\nabla\cdot(A\nabla u) + cu` (scalar u), and
+#: ``"elasticity"`` :math:`-\nabla\cdot\sigma(u)` with the isotropic Hooke law of a Young's
+#: modulus E(x) and ``parameters["nu"]`` (vector u).
+OPERATORS: dict[str, tuple[str, ...]] = {
+    "diffusion": ("a",),
+    "reaction-diffusion": ("A", "c"),
+    "elasticity": ("E",),
+}
+#: The near-null spaces the fine solve knows: constants (scalar) or rigid body modes (vector).
+NEAR_NULLSPACES = ("constant", "rigid")
 
 
 @dataclass(frozen=True)
@@ -64,7 +82,7 @@ def _everywhere(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Problem:
-    """A linear elliptic problem ``a(u, v) = L(v)`` built from user callables.
+    r"""A linear elliptic problem ``a(u, v) = L(v)`` built from user callables.
 
     Args:
         bilinear: ``bilinear(u, v, **coefficients) -> ufl.Form`` (integrals over ``dx``).
@@ -78,13 +96,22 @@ class Problem:
         neumann: Neumann conditions on parts of ∂Ω.
         degree: Lagrange degree of the fine space.
         near_nullspace: ``"constant"`` or ``"rigid"`` (GAMG near-null space); default from
-            ``shape``.
-        name: label used in outputs.
+            ``shape`` (constants for a scalar unknown, rigid body modes for a vector one).
+        name: label used in outputs (never read by the numerics).
         parameters: named constants of a model problem (e.g. ``{"nu": 0.3}`` for
             :func:`elasticity`), for tools that need them (homogenization).
         quadrature_degree: quadrature degree of every integral (default: UFL's estimate,
             which is high -- e.g. 8 -- for trigonometric coefficients; 4 is accurate to
             well below the discretisation error when h <= eps/8 and 2-3x faster).
+        positive: names of the coefficients that must be uniformly positive (definite),
+            :math:`a(x) \ge \alpha > 0`, checked before every solve; ``None`` (default):
+            all of them. A reaction coefficient that may vanish is left out, e.g.
+            ``positive=("A",)`` for :math:`-\nabla\cdot(A\nabla u) + cu` with
+            :math:`c \ge 0`.
+        operator: the model operator the form is, one of :data:`OPERATORS` (its
+            coefficients must be exactly the ones named there), or ``None`` (default) for
+            any other form. Tools that need the structure of the form (homogenization's cell
+            problems) read it; a problem without it is refused by them, never guessed.
     """
 
     bilinear: Callable[..., ufl.Form]
@@ -99,6 +126,43 @@ class Problem:
     parameters: Mapping[str, float] = field(default_factory=dict)
     name: str = "problem"
     quadrature_degree: int | None = None
+    positive: tuple[str, ...] | None = None
+    operator: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse declarations that do not fit the problem (before any computation)."""
+        names = list(self.coefficients)
+        if self.positive is not None:
+            positive = (self.positive,) if isinstance(self.positive, str) else self.positive
+            positive = tuple(positive)
+            unknown = [p for p in positive if p not in self.coefficients]
+            if unknown:
+                raise ValueError(f"Problem.positive names {unknown}, which are not coefficients "
+                                 f"of this problem (coefficients: {names})")
+            object.__setattr__(self, "positive", positive)
+        if self.near_nullspace is not None and self.near_nullspace not in NEAR_NULLSPACES:
+            raise ValueError(f"Problem.near_nullspace = {self.near_nullspace!r}; use one of "
+                             f"{NEAR_NULLSPACES} or None (default from the value shape)")
+        if self.operator is None:
+            return
+        if self.operator not in OPERATORS:
+            raise ValueError(f"Problem.operator = {self.operator!r}; use one of "
+                             f"{tuple(OPERATORS)} or None (a form of any other kind)")
+        if sorted(names) != sorted(OPERATORS[self.operator]):
+            raise ValueError(f"operator {self.operator!r} has the coefficients "
+                             f"{list(OPERATORS[self.operator])}, got {names}")
+        vector = self.operator == "elasticity"
+        if vector != (len(self.shape) == 1):
+            raise ValueError(f"operator {self.operator!r} needs a "
+                             f"{'vector' if vector else 'scalar'} unknown, got value shape "
+                             f"{self.shape}")
+        if vector and "nu" not in self.parameters:
+            raise ValueError("operator 'elasticity' needs the Poisson ratio parameters['nu']")
+
+    @property
+    def positive_coefficients(self) -> tuple[str, ...]:
+        """Names of the coefficients that must be uniformly positive (definite)."""
+        return tuple(self.coefficients) if self.positive is None else tuple(self.positive)
 
     @property
     def block_size(self) -> int:
@@ -250,16 +314,23 @@ def diffusion(a: Field | float, f: Field | float = 1.0, **kwargs) -> Problem:
         return ufl.inner(a * ufl.grad(u), ufl.grad(v)) * ufl.dx
 
     kwargs.setdefault("name", "diffusion")
+    kwargs.setdefault("operator", "diffusion")
     return Problem(bilinear=bilinear, coefficients={"a": a}, source=f, **kwargs)
 
 
 def reaction_diffusion(A: Field | float, c: Field | float, f: Field | float = 1.0,
                        **kwargs) -> Problem:
-    r""":math:`-\nabla\cdot(A\nabla u) + c u = f` with tensor or scalar A."""
+    r""":math:`-\nabla\cdot(A\nabla u) + c u = f` with tensor or scalar A.
+
+    A must be uniformly positive (definite); the reaction coefficient :math:`c \ge 0` may
+    vanish, so only ``"A"`` is declared ``positive``.
+    """
     def bilinear(u, v, A, c):
         return (ufl.inner(A * ufl.grad(u), ufl.grad(v)) + c * u * v) * ufl.dx
 
     kwargs.setdefault("name", "reaction-diffusion")
+    kwargs.setdefault("operator", "reaction-diffusion")
+    kwargs.setdefault("positive", ("A",))
     return Problem(bilinear=bilinear, coefficients={"A": A, "c": c}, source=f, **kwargs)
 
 
@@ -282,6 +353,7 @@ def elasticity(E: Field | float, nu: float = 0.3, f: Sequence[float] | Field = (
                 + 2 * mu_factor * E * ufl.inner(eps_u, eps_v)) * ufl.dx
 
     kwargs.setdefault("name", "elasticity")
+    kwargs.setdefault("operator", "elasticity")
+    kwargs.setdefault("near_nullspace", "rigid")
     return Problem(bilinear=bilinear, coefficients={"E": E}, source=f, shape=(dim,),
-                   parameters={"nu": nu},
-                   near_nullspace="rigid", **kwargs)
+                   parameters={"nu": nu}, **kwargs)

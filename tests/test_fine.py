@@ -151,3 +151,50 @@ def test_mixed_boundary_conditions(comm):
     u = msfem.solve_fine(hier.fine, problem, petsc_options=DIRECT_OPTIONS).u
     x = ufl.SpatialCoordinate(hier.fine)
     assert norms.l2_norm(u - x[0]) < 1e-12
+
+
+def _reaction_diffusion_form(u, v, a, c):
+    return (ufl.inner(a * ufl.grad(u), ufl.grad(v)) + c * u * v) * ufl.dx
+
+
+@pytest.mark.parametrize("c", [msfem.Laminate(0.0, 1.0, eps=0.5), 0.0])
+def test_positivity_is_declared_not_read_from_the_name(comm, c):
+    """A user's form whose reaction coefficient vanishes on half of each period (or is 0)."""
+    from msfem.fine import check_coefficients
+
+    hier = msfem.StructuredHierarchy(comm, 2, 8, "quadrilateral")
+    coefficients = {"a": msfem.HouWu(eps=0.5), "c": c}
+    declared = msfem.Problem(_reaction_diffusion_form, coefficients, source=1.0,
+                             name="my-problem", positive=("a",))
+    assert declared.positive_coefficients == ("a",)
+    check_coefficients(declared, hier.fine)  # c >= 0 may vanish: not checked
+    undeclared = msfem.Problem(_reaction_diffusion_form, coefficients, source=1.0,
+                               name="my-problem")
+    assert undeclared.positive_coefficients == ("a", "c")
+    with pytest.raises(ValueError, match="coefficient 'c'.*Problem\\(positive=...\\)"):
+        check_coefficients(undeclared, hier.fine)
+    # the name is a label only: calling the problem "reaction-diffusion" declares nothing
+    named = msfem.Problem(_reaction_diffusion_form, coefficients, name="reaction-diffusion")
+    with pytest.raises(ValueError, match="coefficient 'c'"):
+        check_coefficients(named, hier.fine)
+    # the model constructor declares its reaction coefficient as allowed to vanish
+    check_coefficients(msfem.reaction_diffusion(msfem.HouWu(eps=0.5), c), hier.fine)
+
+
+def test_problem_declarations_are_validated():
+    a = msfem.HouWu(eps=0.25)
+    with pytest.raises(ValueError, match="not coefficients"):
+        msfem.Problem(_reaction_diffusion_form, {"a": a, "c": 1.0}, positive=("A",))
+    with pytest.raises(ValueError, match="near_nullspace"):
+        msfem.Problem(_reaction_diffusion_form, {"a": a, "c": 1.0}, near_nullspace="rigid-body")
+    with pytest.raises(ValueError, match="operator 'diffusion' has the coefficients"):
+        msfem.Problem(_reaction_diffusion_form, {"a": a, "c": 1.0}, operator="diffusion")
+    with pytest.raises(ValueError, match="needs a vector unknown"):
+        msfem.Problem(_reaction_diffusion_form, {"E": a}, operator="elasticity",
+                      parameters={"nu": 0.3})
+    with pytest.raises(ValueError, match="use one of"):
+        msfem.Problem(_reaction_diffusion_form, {"a": a, "c": 1.0}, operator="helmholtz")
+    assert msfem.diffusion(a).operator == "diffusion"
+    assert msfem.elasticity(a).operator == "elasticity"
+    assert msfem.elasticity(a).near_nullspace == "rigid"
+    assert msfem.reaction_diffusion(a, 0.0).positive == ("A",)

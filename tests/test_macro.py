@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import ufl
 from helpers import fitted_rate
 from mpi4py import MPI
 
@@ -111,3 +112,15 @@ def test_homogenized_elasticity_converges(comm):
     assert errs[-1] < 0.05
     # the corrector u1 = u0 + eps chi_K(x/eps) (eps(u0) : E_K) fixes the gradient
     assert errs1_h1[-1] < 0.5 * errs_h1[-1] and errs1_h1[-1] < errs1_h1[0]
+
+
+def test_undeclared_vector_problem_refused(comm):
+    """A user's vector form (not declared elasticity) is refused, never homogenized as if."""
+    def bilinear(u, v, E):
+        return E * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+
+    hier = msfem.StructuredHierarchy(comm, 2, 8)
+    problem = msfem.Problem(bilinear, {"E": msfem.HouWu(eps=1 / 4)}, source=(0.0, -1.0),
+                            shape=(2,), parameters={"nu": 0.3}, name="my-problem")
+    with pytest.raises(ValueError, match="declare the operator.*'my-problem'"):
+        homogenized_solution(hier, problem)

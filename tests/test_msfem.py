@@ -190,7 +190,7 @@ def test_reconstruction_matches_element_data(comm):
 
 def test_unknown_variant_lists_valid(comm):
     hier = msfem.StructuredHierarchy(comm, 2, 2)
-    with pytest.raises(ValueError, match="valid variants: .*linear.*oversampling"):
+    with pytest.raises(ValueError, match="valid methods: .*linear.*oversampling"):
         msfem.MultiscaleSpace(hier, msfem.diffusion(1.0), "galerkin-magic")
 
 

@@ -16,14 +16,14 @@ import pytest
 import ufl
 from mpi4py import MPI
 
-from msfem.homogenization.bounds import hashin_shtrikman
-from msfem.homogenization.rve import (
+from msfem.homogenization import (
     DiscPacking,
     apparent_conductivity,
     random_inclusions,
     random_sequential_addition,
     rve_size_study,
 )
+from msfem.homogenization.bounds import hashin_shtrikman
 
 COMM = MPI.COMM_WORLD
 QUAD = dolfinx.mesh.CellType.quadrilateral

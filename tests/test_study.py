@@ -19,7 +19,8 @@ import msfem
 from msfem.config import ConfigError
 from msfem.studies import load_plan, run_study
 from msfem.studies import run as study_run
-from msfem.studies.reference import LatticeValues, compute_reference, reference_lattice
+from msfem.studies.reference import compute_reference, reference_lattice
+from msfem.transfer import LatticeNumbering
 
 MUMPS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 TIMING = ("t_offline", "t_online", "t_reference", "ranks")
@@ -217,7 +218,7 @@ def test_injection_and_richardson(comm):
     Vc = problem.function_space(coarse.fine)
     u = dolfinx.fem.Function(Vf)
     u.interpolate(lambda x: x[0] ** 2 + 3 * x[0] * x[1])
-    injected = LatticeValues(Vf, fine).inject(u, Vc)
+    injected = LatticeNumbering(Vf, fine).inject(u, Vc)
     expected = dolfinx.fem.Function(Vc)
     expected.interpolate(lambda x: x[0] ** 2 + 3 * x[0] * x[1])
     assert np.allclose(injected.x.array, expected.x.array, atol=1e-14)

@@ -16,17 +16,35 @@ The workflow, one module per step:
    basis strains, giving :math:`C^*` in Mandel notation.
 3. **Oracles** (:mod:`~msfem.homogenization.bounds`): Voigt/Reuss, Hashin--Shtrikman,
    Hill's equal-shear formula, Perrins--McKenzie--McPhedran for square arrays of discs.
-4. **Windows** (:mod:`~msfem.homogenization.rve`): apparent tensors under KUBC, SUBC,
+4. **Macro problems** (:mod:`~msfem.homogenization.macro`): the homogenized solution
+   :math:`u_0` and the first-order corrector :math:`u_1` of a problem that declares its
+   operator (``"diffusion"`` or ``"elasticity"``).
+5. **Windows** (:mod:`~msfem.homogenization.apparent`): apparent tensors under KUBC, SUBC,
    PBC (and a deliberately bad mixed condition) with the Hill--Mandel residual
    :math:`|\langle\sigma:\varepsilon\rangle - \langle\sigma\rangle:\langle\varepsilon\rangle|
-   / |\langle\sigma:\varepsilon\rangle|`, and the SVE-to-RVE study of Kanit et al. (2003),
-   :math:`\varepsilon_{rel} = 2D(V)/(\bar Z\sqrt n)`.
+   / |\langle\sigma:\varepsilon\rangle|`.
+6. **Random microstructures** (:mod:`~msfem.homogenization.microstructures`): seeded random
+   checkerboards and random sequential addition of discs, independent of the partition.
+7. **RVE size** (:mod:`~msfem.homogenization.rve`): the SVE-to-RVE study of Kanit et al.
+   (2003), :math:`\varepsilon_{rel} = 2D(V)/(\bar Z\sqrt n)`.
+
+The commands ``msfem homogenize`` and ``msfem rve`` (:mod:`~msfem.homogenization.cli`) read
+their configuration through :mod:`~msfem.homogenization.schema`, build unit cells in
+:mod:`~msfem.homogenization.unit_cell`, check results in
+:mod:`~msfem.homogenization.verification` and write them with
+:mod:`~msfem.homogenization.report`.
 
 Every solve is a PETSc KSP (default MUMPS LU) configured by an options dict under a
 unique prefix; the converged reason is checked.
 """
 
 from msfem import _runtime  # noqa: F401  (imports dolfinx_solver first when installed)
+from msfem.homogenization.apparent import (
+    BOUNDARY_CONDITIONS,
+    ApparentTensor,
+    apparent_conductivity,
+    apparent_elasticity,
+)
 from msfem.homogenization.bounds import (
     hashin_shtrikman,
     hashin_shtrikman_plane_strain,
@@ -51,20 +69,15 @@ from msfem.homogenization.macro import (
     homogenized_problem,
     homogenized_solution,
 )
-from msfem.homogenization.periodic import PeriodicMap, disc_cell, periodic_map, subtract_mean
-from msfem.homogenization.rve import (
-    BOUNDARY_CONDITIONS,
+from msfem.homogenization.microstructures import (
     MICROSTRUCTURES,
-    ApparentTensor,
     DiscPacking,
-    RVEStudy,
-    apparent_conductivity,
-    apparent_elasticity,
     random_checkerboard,
     random_inclusions,
     random_sequential_addition,
-    rve_size_study,
 )
+from msfem.homogenization.periodic import PeriodicMap, disc_cell, periodic_map, subtract_mean
+from msfem.homogenization.rve import RVEStudy, rve_size_study
 
 __all__ = [
     "MICROSTRUCTURES",

@@ -70,10 +70,17 @@ __all__ = [
     "HomogenizationSolverError",
     "cellwise_constant",
     "check_positive_definite",
+    "check_lame",
     "coefficient_expression",
+    "diffusive_flux",
     "effective_elasticity",
     "effective_tensor",
+    "estimate_quadrature_degree",
+    "lame_stress",
+    "make_ksp",
     "mandel_basis",
+    "solve_cell_problems",
+    "solve_checked",
     "tagged_constant",
 ]
 
@@ -219,7 +226,14 @@ def check_positive_definite(mesh: dolfinx.mesh.Mesh, expr: Any, name: str = "a")
         raise ValueError(errors[0])
 
 
-def _quadrature_degree(integrand: Any, requested: int | None) -> int:
+def estimate_quadrature_degree(integrand: Any, requested: int | None = None) -> int:
+    r"""Quadrature degree of the cell and window forms: ``requested``, else an estimate.
+
+    For a bilinear ``integrand`` of Lagrange degree :math:`k`: UFL's estimate of its total
+    polynomial degree, capped at :math:`2k + 4` (oscillating coefficients make UFL's
+    estimate large), and at least :math:`2k - 2` (the degree of
+    :math:`\nabla u\cdot\nabla v` on affine simplices) and 1.
+    """
     if requested is not None:
         return int(requested)
     from ufl.algorithms import estimate_total_polynomial_degree
@@ -231,7 +245,8 @@ def _quadrature_degree(integrand: Any, requested: int | None) -> int:
     return max(2 * element_degree - 2, min(est, 2 * element_degree + 4), 1)
 
 
-def _flux(a: Any, g: Any) -> Any:
+def diffusive_flux(a: Any, g: Any) -> Any:
+    r"""The flux :math:`a g` of a scalar or :math:`a\cdot g` of a tensor coefficient."""
     return a * g if ufl.shape(a) == () else ufl.dot(a, g)
 
 
@@ -255,7 +270,7 @@ def mandel_basis(dim: int) -> list[np.ndarray]:
 
 
 # ------------------------------------------------------------------ generic solver
-def _solve_cell_problems(
+def solve_cell_problems(
     V: dolfinx.fem.FunctionSpace,
     bilinear: dolfinx.fem.Form,
     rhs: dolfinx.fem.Form,
@@ -267,9 +282,13 @@ def _solve_cell_problems(
 ) -> list[dolfinx.fem.Function]:
     r"""Solve :math:`P^\top A P\hat\chi = P^\top b(E)` for each macroscopic load ``E``.
 
-    One factorisation, one solve per load; the corner dofs are pinned and the mean is
-    subtracted afterwards (see :mod:`msfem.homogenization.periodic`). A given ``pmap`` is
-    reused (and not destroyed).
+    The periodic problems :math:`\int_Y \sigma(\nabla\chi)\cdot\nabla v = -\int_Y
+    \sigma(E)\cdot\nabla v` for all periodic :math:`v` (``bilinear`` and ``rhs``, the
+    load swapped into the constant ``load``); used for the cell problems of this module
+    and the periodic windows of :mod:`msfem.homogenization.apparent`. One factorisation,
+    one solve per load; the corner dofs are pinned and the mean is subtracted afterwards
+    (see :mod:`msfem.homogenization.periodic`). A given ``pmap`` is reused (and not
+    destroyed).
     """
     own_map = pmap is None
     pmap = periodic_map(V) if pmap is None else pmap
@@ -395,15 +414,16 @@ def effective_tensor(
         V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
         u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
         load = dolfinx.fem.Constant(mesh, np.zeros(d, dtype=PETSc.ScalarType))
-        integrand = ufl.inner(_flux(a_expr, ufl.grad(u)), ufl.grad(v))
-        q = _quadrature_degree(integrand, quadrature_degree)
+        integrand = ufl.inner(diffusive_flux(a_expr, ufl.grad(u)), ufl.grad(v))
+        q = estimate_quadrature_degree(integrand, quadrature_degree)
         dx = ufl.dx(domain=mesh, metadata={"quadrature_degree": q})
         bilinear = dolfinx.fem.form(integrand * dx)
-        rhs = dolfinx.fem.form(-ufl.inner(_flux(a_expr, load), ufl.grad(v)) * dx)
+        rhs = dolfinx.fem.form(-ufl.inner(diffusive_flux(a_expr, load), ufl.grad(v)) * dx)
         loads = list(np.eye(d))
-        chis = _solve_cell_problems(V, bilinear, rhs, load, loads, petsc_options,
+        chis = solve_cell_problems(V, bilinear, rhs, load, loads, petsc_options,
                                     petsc_options_prefix)
-        AE, AF, vol = _averages(mesh, chis, loads, lambda g: _flux(a_expr, g), ufl.grad, q)
+        AE, AF, vol = _averages(mesh, chis, loads, lambda g: diffusive_flux(a_expr, g),
+                                ufl.grad, q)
         return _result(AE, AF, chis, vol)
 
 
@@ -483,12 +503,12 @@ def effective_elasticity(
         u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
         load = dolfinx.fem.Constant(mesh, np.zeros((d, d), dtype=PETSc.ScalarType))
         integrand = ufl.inner(stress(ufl.sym(ufl.grad(u))), ufl.sym(ufl.grad(v)))
-        q = _quadrature_degree(integrand, quadrature_degree)
+        q = estimate_quadrature_degree(integrand, quadrature_degree)
         dx = ufl.dx(domain=mesh, metadata={"quadrature_degree": q})
         bilinear = dolfinx.fem.form(integrand * dx)
         rhs = dolfinx.fem.form(-ufl.inner(stress(load), ufl.sym(ufl.grad(v))) * dx)
         loads = mandel_basis(d)
-        chis = _solve_cell_problems(V, bilinear, rhs, load, loads, petsc_options,
+        chis = solve_cell_problems(V, bilinear, rhs, load, loads, petsc_options,
                                     petsc_options_prefix)
         AE, AF, vol = _averages(mesh, chis, loads, stress, lambda w: ufl.sym(ufl.grad(w)), q)
         return _result(AE, AF, chis, vol)

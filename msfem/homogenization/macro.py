@@ -9,7 +9,11 @@ with period ``eps``) and the diffusion problem :math:`-\nabla\cdot(a\nabla u_\va
     u_1 = u_0 + \varepsilon\,\chi_j(x/\varepsilon)\,\partial_j u_0,
 
 with :math:`A^*` and :math:`\chi_j` from the cell problems of
-:mod:`msfem.homogenization.cell` (Bensoussan, Lions & Papanicolaou 1978). Known limits
+:mod:`msfem.homogenization.cell` (Bensoussan, Lions & Papanicolaou 1978); for isotropic
+elasticity with a periodic Young's modulus :math:`E(x/\varepsilon)` likewise
+:math:`C^*` and :math:`\chi_K` over the Mandel basis strains. Which of the two a problem
+is, is read from its declared :attr:`~msfem.problem.Problem.operator` (``"diffusion"``,
+``"elasticity"``), never from its name; other forms are refused. Known limits
 (REFERENCES.md §3): :math:`\|u_\varepsilon - u_0\|_{L^2} = O(\varepsilon)`,
 :math:`\|u_\varepsilon - u_1\|_{H^1} = O(\sqrt\varepsilon)` on a bounded domain (the
 corrector violates the boundary condition: boundary layer).
@@ -75,24 +79,38 @@ class CellSolution:
     eps: float
 
 
-def _diffusion_coefficient(problem: Problem) -> Field:
-    if problem.shape != () or list(problem.coefficients) != ["a"]:
-        raise ValueError(
-            "homogenized solutions are implemented for scalar diffusion problems "
-            "(msfem.diffusion) with one periodic coefficient 'a'; got a problem with "
-            f"coefficients {list(problem.coefficients)} and value shape {problem.shape}")
-    return problem.coefficients["a"]
+#: The operators (:data:`msfem.problem.OPERATORS`) with built-in cell problems: the name of
+#: the coefficient of each that oscillates, and what it is.
+HOMOGENIZED_COEFFICIENTS = {"diffusion": ("a", "coefficient"),
+                            "elasticity": ("E", "Young's modulus")}
 
 
-def _periodic_coefficient(problem: Problem) -> Field:
-    fld = _diffusion_coefficient(problem)
-    if not isinstance(fld, PERIODIC_FIELDS):
+def _periodic_coefficient(problem: Problem, *, periodic: bool = True) -> Field:
+    """The coefficient that the cell problems homogenize, read from the declared ``operator``.
+
+    With ``periodic``, refuse a coefficient that is not one of :data:`PERIODIC_FIELDS`.
+    """
+    if problem.operator not in HOMOGENIZED_COEFFICIENTS:
         raise ValueError(
-            "homogenization needs a periodic coefficient "
+            "homogenized solutions are implemented for problems that declare the operator "
+            f"{' or '.join(repr(k) for k in HOMOGENIZED_COEFFICIENTS)} (msfem.diffusion, "
+            "msfem.elasticity, or Problem(operator=...)); got "
+            f"{problem.name!r} with operator {problem.operator!r}, coefficients "
+            f"{list(problem.coefficients)} and value shape {problem.shape}")
+    name, what = HOMOGENIZED_COEFFICIENTS[problem.operator]
+    fld = problem.coefficients[name]
+    if periodic and not isinstance(fld, PERIODIC_FIELDS):
+        raise ValueError(
+            f"homogenization needs a periodic {what} {name!r} "
             f"({', '.join(c.__name__ for c in PERIODIC_FIELDS)}),"
             f" got {type(fld).__name__}; for random media use the RVE tools "
             f"(msfem.homogenization.rve)")
     return fld
+
+
+def _poisson_ratio(problem: Problem) -> float | None:
+    """Poisson's ratio ν of an elasticity problem (its cell problems are elastic), else None."""
+    return float(problem.parameters["nu"]) if problem.operator == "elasticity" else None
 
 
 def _unit_cell(dim: int, n: int) -> dolfinx.mesh.Mesh:
@@ -118,7 +136,6 @@ def _on_cell(fld: Field, cell: dolfinx.mesh.Mesh):
     return cellwise_constant(cell, values_at)
 
 
-@lru_cache(maxsize=8)
 def cell_solution(fld: Field, n: int = CELL_RESOLUTION, degree: int = CELL_DEGREE,
                   nu: float | None = None) -> CellSolution:
     r"""Solve the cell problems of the periodic field ``fld`` on :math:`Y = (0,1)^d`.
@@ -126,8 +143,13 @@ def cell_solution(fld: Field, n: int = CELL_RESOLUTION, degree: int = CELL_DEGRE
     The cell coefficient is :math:`a(y) = \mathrm{fld}(\varepsilon y)`. With ``nu`` given,
     ``fld`` is a Young's modulus and the elasticity cell problems give :math:`C^*` (Mandel
     notation, plane strain in 2D) with :math:`\lambda = E\nu/((1+\nu)(1-2\nu))`,
-    :math:`\mu = E/(2(1+\nu))`.
+    :math:`\mu = E/(2(1+\nu))`. Cached: the same arguments, however passed, solve once.
     """
+    return _cached_cell_solution(fld, int(n), int(degree), None if nu is None else float(nu))
+
+
+@lru_cache(maxsize=8)
+def _cached_cell_solution(fld: Field, n: int, degree: int, nu: float | None) -> CellSolution:
     cell = _unit_cell(getattr(fld, "dim", 2), n)
     a = _on_cell(fld, cell)
     if nu is None:
@@ -167,14 +189,17 @@ def local_effective_tensors(hierarchy, fld: LocallyPeriodic, n: int = 16,
 
 
 def homogenized_problem(problem: Problem, hierarchy=None) -> Problem:
-    """The same boundary value problem with :math:`a` replaced by :math:`A^*`.
+    r"""The same boundary value problem with the oscillating coefficient homogenized.
 
-    :math:`A^*` is constant, or piecewise constant on the coarse cells of ``hierarchy`` for
-    locally periodic fields.
+    Diffusion (``operator="diffusion"``): :math:`a` replaced by :math:`A^*`, constant, or
+    piecewise constant on the coarse cells of ``hierarchy`` for locally periodic fields.
+    Elasticity (``operator="elasticity"``): :math:`a_0(u, v) = \int \varepsilon_M(v) \cdot
+    C^* \varepsilon_M(u)` with :math:`C^*` from the cell problems and
+    :math:`\varepsilon_M` the strain in Mandel notation.
     """
-    if problem.name == "elasticity":
-        return _homogenized_elasticity(problem)
-    fld = _diffusion_coefficient(problem)
+    fld = _periodic_coefficient(problem, periodic=False)
+    if problem.operator == "elasticity":
+        return _homogenized_elasticity(problem, _periodic_coefficient(problem))
     if isinstance(fld, LocallyPeriodic):
         if hierarchy is None:
             raise ValueError("a locally periodic coefficient needs the hierarchy (one cell "
@@ -188,17 +213,14 @@ def homogenized_problem(problem: Problem, hierarchy=None) -> Problem:
                      neumann=problem.neumann, degree=problem.degree, name="homogenized")
 
 
-def _homogenized_elasticity(problem: Problem) -> Problem:
+def _homogenized_elasticity(problem: Problem, fld: Field) -> Problem:
     r"""Elasticity with the effective stiffness :math:`C^*`.
 
     :math:`a_0(u, v) = \int \varepsilon_M(v) \cdot C^* \varepsilon_M(u)`, with
-    :math:`\varepsilon_M` the strain in Mandel notation.
+    :math:`\varepsilon_M` the strain in Mandel notation. The result is a general form
+    (``operator=None``) with a rigid-body near-null space.
     """
-    fld = problem.coefficients.get("E")
-    if not isinstance(fld, PERIODIC_FIELDS) or "nu" not in problem.parameters:
-        raise ValueError("homogenized elasticity needs msfem.elasticity with a periodic "
-                         f"Young's modulus, got {type(fld).__name__}")
-    C = cell_solution(fld, nu=float(problem.parameters["nu"])).A_star
+    C = cell_solution(fld, nu=_poisson_ratio(problem)).A_star
     dim = problem.shape[0]
     basis = [ufl.as_matrix(B.tolist()) for B in mandel_basis(dim)]
 
@@ -231,14 +253,12 @@ def corrector_solution(hierarchy, problem: Problem, *, petsc_options=None) -> do
     of :math:`u_0` are lumped :math:`L^2` projections onto the fine Lagrange space.
     """
     u0 = homogenized_solution(hierarchy, problem, petsc_options=petsc_options)  # validates
-    if problem.name == "elasticity":
-        cs = cell_solution(problem.coefficients["E"], nu=float(problem.parameters["nu"]))
-    else:
-        cs = cell_solution(_periodic_coefficient(problem))
+    nu = _poisson_ratio(problem)
+    cs = cell_solution(_periodic_coefficient(problem), nu=nu)
     V = u0.function_space
     mesh = V.mesh
     dim = mesh.topology.dim
-    if problem.name == "elasticity":
+    if nu is not None:  # elastic cell problems: loads are the Mandel basis strains
         strain = ufl.sym(ufl.grad(u0))
         derivs = _lumped(u0, [ufl.inner(strain, ufl.as_matrix(B.tolist()))
                               for B in mandel_basis(dim)])

@@ -46,14 +46,20 @@ from typing import Any
 import numpy as np
 
 from msfem import config as cfg_mod
-from msfem.basis import VARIANTS
+from msfem import methods as registry
 from msfem.config import COEFFICIENT_TYPES, ConfigError
 from msfem.mesh import Oversampling
+from msfem.methods.msfem import VARIANTS
 
 #: Methods that are not MsFEM variants.
 FINE_METHODS = ("fine",)
 HOMOGENIZATION_METHODS = ("homogenized", "corrector")
-ALL_METHODS = FINE_METHODS + tuple(VARIANTS) + HOMOGENIZATION_METHODS
+
+
+def all_methods() -> tuple[str, ...]:
+    """Every method a study may run: fine, the registered methods, homogenization."""
+    return FINE_METHODS + tuple(registry.available()) + HOMOGENIZATION_METHODS
+
 
 #: Error columns (relative and absolute, see :meth:`msfem.CoarseSolution.errors`).
 METRICS = ("nodal_linf", "nodal_l2", "l2_rel", "h1_rel", "energy_rel", "l2", "h1", "energy")
@@ -137,11 +143,12 @@ class Method:
     kind: str
     boundary: str | None = None
     patches: tuple[PatchSpec, ...] = (NO_PATCH,)
+    parameters: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_msfem(self) -> bool:
-        """True for the MsFEM variants (as opposed to fine / homogenization)."""
-        return self.kind in VARIANTS
+        """True for registered multiscale methods (as opposed to fine / homogenization)."""
+        return self.kind in registry.available()
 
 
 @dataclass(frozen=True)
@@ -296,7 +303,7 @@ def _methods(study: Mapping[str, Any], msfem: Mapping[str, Any]) -> tuple[Method
         entries, source = [msfem["variant"]], "[msfem] variant"
     else:
         raise ConfigError("[study] needs 'methods' (e.g. [\"linear\", \"oversampling\"]); "
-                          f"available methods: {', '.join(ALL_METHODS)}")
+                          f"available methods: {', '.join(all_methods())}")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source} must be a non-empty list of methods")
     default_boundary = msfem.get("boundary")
@@ -316,16 +323,25 @@ def _methods(study: Mapping[str, Any], msfem: Mapping[str, Any]) -> tuple[Method
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} = {entry!r} must be a method name or a table with keys "
                               f"{', '.join(_METHOD_KEYS)}")
-        for key in entry:
-            if key not in _METHOD_KEYS:
-                raise ConfigError(f"unknown key {key!r} in {where}; accepted keys: "
-                                  f"{', '.join(_METHOD_KEYS)}")
         kind = entry.get("method")
-        if kind not in ALL_METHODS:
-            raise ConfigError(f"{where}: method {kind!r} is not one of {', '.join(ALL_METHODS)}")
+        if kind not in all_methods():
+            raise ConfigError(f"{where}: method {kind!r} is not one of "
+                              f"{', '.join(all_methods())}")
+        own = [] if kind in VARIANTS or kind not in registry.available() else \
+            registry.parameter_names(kind)
+        for key in entry:
+            if key not in _METHOD_KEYS and key not in own:
+                raise ConfigError(f"unknown key {key!r} in {where}; accepted keys: "
+                                  f"{', '.join((*_METHOD_KEYS, *own))}")
+        parameters = tuple((k, entry[k]) for k in own if k in entry)
+        if parameters:
+            try:
+                registry.create(kind, **dict(parameters))
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{where}: {err}") from err
         boundary = entry.get("boundary", default_boundary if kind in VARIANTS else None)
         if boundary is not None:
-            if kind not in VARIANTS or kind == "standard":
+            if kind not in VARIANTS or kind in ("standard", "msfem"):
                 raise ConfigError(f"{where}: boundary = {boundary!r} is given for method "
                                   f"{kind!r}, which has no local boundary problems")
             if boundary not in ("polynomial", "oscillatory"):
@@ -345,7 +361,7 @@ def _methods(study: Mapping[str, Any], msfem: Mapping[str, Any]) -> tuple[Method
         name = entry.get("name") or (kind if boundary is None else f"{kind}-{boundary}")
         if not isinstance(name, str) or not name or "," in name:
             raise ConfigError(f"{where}: name = {name!r} must be a non-empty string without ','")
-        methods.append(Method(name, kind, boundary, patches))
+        methods.append(Method(name, kind, boundary, patches, parameters))
     names = [m.name for m in methods]
     for n in names:
         if names.count(n) > 1:
@@ -586,7 +602,8 @@ def _check_case(case: Case, methods: Sequence[Method], cell: str, length: float,
             f"> eps/{CELLS_PER_EPS} = {scale / CELLS_PER_EPS:.4g}; increase M or NM, or set "
             f"allow_unresolved = true")
     for m in methods:
-        oscillatory = m.is_msfem and (m.boundary or VARIANTS[m.kind].boundary) == "oscillatory"
+        oscillatory = m.kind in VARIANTS and (m.boundary or VARIANTS[m.kind].boundary) \
+            == "oscillatory"
         if oscillatory and dim == 3:
             raise ConfigError(f"[study] method {m.name!r}: oscillatory boundary data is defined "
                               f"in 1D and 2D only")

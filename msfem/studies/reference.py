@@ -11,7 +11,7 @@ which is how Hou & Wu (1997, §4.3) compare solutions at the coarse nodes. The l
 between the two distributed spaces is the partition-independent lattice id of each node
 (:meth:`msfem.StructuredHierarchy.lattice_ids`), translated to the PETSc numbering of the
 source by an application ordering (``AO``) and moved by a ``VecScatter`` -- as
-:class:`msfem.coarse.FineMap` does.
+:class:`msfem.transfer.FineMap` does.
 
 Two references:
 
@@ -32,59 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import dolfinx
-import numpy as np
 from mpi4py import MPI
-from petsc4py import PETSc
 
-from msfem.basis import expand_blocks
 from msfem.fine import solve_fine
 from msfem.mesh import StructuredHierarchy
 from msfem.problem import Problem
-
-
-class LatticeValues:
-    """Values of Functions of a Lagrange space ``V`` at fine-lattice nodes, on any rank.
-
-    ``lattice`` is the :class:`~msfem.mesh.StructuredHierarchy` whose fine lattice carries
-    ``V``'s dofs; :meth:`at` is collective over ``V``'s communicator.
-    """
-
-    def __init__(self, V: dolfinx.fem.FunctionSpace, lattice: StructuredHierarchy):
-        self.V, self.lattice = V, lattice
-        imap = V.dofmap.index_map
-        self.bs = V.dofmap.index_map_bs
-        self.degree = V.ufl_element().embedded_superdegree
-        ids = lattice.dof_lattice(V)[: imap.size_local]
-        petsc = np.arange(*imap.local_range, dtype=np.int64)
-        self._ao = PETSc.AO().createMapping(ids.astype(PETSc.IntType),
-                                            petsc.astype(PETSc.IntType), comm=V.mesh.comm)
-
-    def at(self, u: dolfinx.fem.Function, x: np.ndarray) -> np.ndarray:
-        """Values (n, bs) of ``u`` at this rank's points ``x`` (n, d), lattice nodes of V."""
-        ids = self.lattice.lattice_ids(np.asarray(x, dtype=float), self.degree)
-        blocks = np.asarray(self._ao.app2petsc(ids.astype(PETSc.IntType)), dtype=np.int64)
-        if len(blocks) and blocks.min() < 0:
-            raise ValueError("points outside the lattice of the source space")
-        idx = expand_blocks(blocks, self.bs).astype(PETSc.IntType)
-        local = PETSc.Vec().createSeq(len(idx), comm=MPI.COMM_SELF)
-        is_from = PETSc.IS().createGeneral(idx, comm=MPI.COMM_SELF)
-        scatter = PETSc.Scatter().create(u.x.petsc_vec, is_from, local, None)
-        scatter.scatter(u.x.petsc_vec, local, addv=PETSc.InsertMode.INSERT,
-                        mode=PETSc.ScatterMode.FORWARD)
-        out = local.getArray(readonly=True).copy().reshape(-1, self.bs)
-        for obj in (scatter, is_from, local):
-            obj.destroy()
-        return out
-
-    def inject(self, u: dolfinx.fem.Function, V: dolfinx.fem.FunctionSpace,
-               name: str = "u_ref") -> dolfinx.fem.Function:
-        """``u`` injected into the coarser (or equal) lattice space ``V``: nodal values."""
-        n = V.dofmap.index_map.size_local
-        x = V.tabulate_dof_coordinates()[:n, : self.lattice.dim]
-        out = dolfinx.fem.Function(V, name=name)
-        out.x.array[: n * self.bs] = self.at(u, x).ravel()
-        out.x.scatter_forward()
-        return out
+from msfem.transfer import LatticeNumbering
 
 
 @dataclass
@@ -92,7 +45,7 @@ class Reference:
     """A reference solution on the lattice of ``lattice`` (``r*NM`` cells per direction)."""
 
     u: dolfinx.fem.Function
-    values: LatticeValues
+    values: LatticeNumbering
     seconds: float
     kind: str
     num_dofs: int
@@ -131,11 +84,12 @@ def compute_reference(comm: MPI.Comm, problem: Problem, NM: int, cell_type: str,
         grid = reference_lattice(comm, NM * factor, cell_type, lower, upper)
         sol = solve_fine(grid.fine, problem, petsc_options=petsc_options)
         u, ndofs = sol.u, sol.num_dofs
-        values = LatticeValues(u.function_space, grid)
+        values = LatticeNumbering(u.function_space, grid)
         if kind == "richardson":
             finer = reference_lattice(comm, 2 * NM * factor, cell_type, lower, upper)
             half = solve_fine(finer.fine, problem, petsc_options=petsc_options)
-            u_half = LatticeValues(half.u.function_space, finer).inject(half.u, u.function_space)
+            u_half = LatticeNumbering(half.u.function_space, finer).inject(half.u,
+                                                                           u.function_space)
             q = problem.degree + 1
             u.x.array[:] = (2**q * u_half.x.array - u.x.array) / (2**q - 1)
             ndofs += half.num_dofs

@@ -35,15 +35,17 @@ from mpi4py import MPI
 
 from msfem import _runtime, norms
 from msfem import config as cfg_mod
-from msfem.basis import MultiscaleSpace
 from msfem.coarse import solve as solve_coarse
 from msfem.coefficients import UnresolvedScaleWarning
 from msfem.config import ConfigError
 from msfem.fine import solve_fine
 from msfem.mesh import StructuredHierarchy
+from msfem.methods.msfem import VARIANTS
 from msfem.problem import Problem
+from msfem.space import MultiscaleSpace
 from msfem.studies.plan import METRICS, Case, Method, Plan, fmt, load_plan
-from msfem.studies.reference import LatticeValues, Reference, compute_reference
+from msfem.studies.reference import Reference, compute_reference
+from msfem.transfer import LatticeNumbering
 
 logger = _runtime.logger
 
@@ -147,17 +149,18 @@ class _Case:
         self.problem: Problem = cfg_mod.build_problem(plan.config.get("problem", {}),
                                                       coefficient, dim)
         self.V = self.problem.function_space(self.hier.fine)
-        self._lattice: LatticeValues | None = None
+        self._lattice: LatticeNumbering | None = None
 
     def nodal_errors(self, u: dolfinx.fem.Function, u_ref: dolfinx.fem.Function) -> dict:
         """Hou--Wu nodal errors of a fine-space function at the coarse vertices."""
         if self._lattice is None:
-            self._lattice = LatticeValues(self.V, self.hier)
+            self._lattice = LatticeNumbering(self.V, self.hier)
         h = self.hier
         Vc = dolfinx.fem.functionspace(h.coarse, ("Lagrange", 1, self.problem.shape))
         n = Vc.dofmap.index_map.size_local
         xc = Vc.tabulate_dof_coordinates()[:n, : h.dim]
-        return norms.nodal_errors(self._lattice.at(u, xc), self._lattice.at(u_ref, xc), h.H,
+        lattice = self._lattice
+        return norms.nodal_errors(lattice.values_at(u, xc), lattice.values_at(u_ref, xc), h.H,
                                   h.comm)
 
     def fine_space_errors(self, u: dolfinx.fem.Function, u_ref: dolfinx.fem.Function) -> dict:
@@ -188,8 +191,9 @@ def _run_method(plan: Plan, c: _Case, method: Method, u_ref: dolfinx.fem.Functio
         t = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         return [("0", c.fine_space_errors(u, u_ref), 0.0, t)]
     for patch in method.patches:
-        space = MultiscaleSpace(c.hier, c.problem, method.kind, patch.oversampling(c.hier.M),
-                                boundary=method.boundary,
+        oversampling = patch.oversampling(c.hier.M) if method.kind in VARIANTS else None
+        space = MultiscaleSpace(c.hier, c.problem, method.kind, oversampling,
+                                boundary=method.boundary, parameters=dict(method.parameters),
                                 petsc_options=msfem_cfg.get("local_solver"))
         space.build()
         sol = solve_coarse(space, petsc_options=msfem_cfg.get("coarse_solver"))

@@ -1,0 +1,25 @@
+r"""Multiscale methods behind one small interface (see :mod:`msfem.methods.base`).
+
+Built in: the MsFEM variants (:mod:`msfem.methods.msfem`) -- ``standard``, ``linear``,
+``oscillatory``, ``oversampling``, ``petrov-galerkin`` (and ``msfem`` with the variant as
+a parameter). A new method is a subclass of :class:`Method` registered with
+:func:`register`; ``docs/architecture.md`` walks through one.
+"""
+
+from msfem.methods import msfem as _msfem  # noqa: F401  (registers the MsFEM variants)
+from msfem.methods.base import (
+    ElementData,
+    Entry,
+    Method,
+    Parameters,
+    available,
+    create,
+    entry,
+    parameter_names,
+    register,
+    unregister,
+)
+from msfem.methods.msfem import MsFEM, MsFEMParameters
+
+__all__ = ["ElementData", "Entry", "Method", "MsFEM", "MsFEMParameters", "Parameters",
+           "available", "create", "entry", "parameter_names", "register", "unregister"]

@@ -1,0 +1,403 @@
+r"""MsFEM: multiscale basis functions from local Dirichlet problems on patches.
+
+For a coarse cell K with vertices :math:`x_1, \dots, x_m` and a patch :math:`S \supseteq K`
+(K itself, or K plus oversampling layers, clipped to Ω), the local problems are
+
+.. math::
+    a_S(\psi_j, v) = 0 \quad \forall v \in V_{h,0}(S), \qquad \psi_j = g_j \ \text{on}\ \partial S,
+
+solved on the fine sub-grid of S (one factorisation per patch, all right-hand sides at
+once). The basis of K is the combination
+
+.. math::
+    \phi_i = \sum_j c_{ij}\, \psi_j|_K, \qquad C = V^{-1},\ V_{kj} = \psi_j(x_k),
+
+so that :math:`\phi_i(x_k) = \delta_{ik}`. The element data are
+:math:`A_K[i, j] = a_K(\phi_j, w_i)`, :math:`b_K[i] = L_K(w_i)` with :math:`w_i = \phi_i`
+(Galerkin) or :math:`w_i = N_i`, the coarse nodal functions (Petrov--Galerkin).
+
+Parameters (:class:`MsFEMParameters`): the variant, the patch (``oversampling``), the
+boundary data :math:`g_j` (``"polynomial"``: a basis of the coarse element's space, P1
+:math:`\{1, \xi_1, \dots\}` or Q1 :math:`\{1, \xi_1, \xi_2, \xi_1\xi_2, \dots\}`, times unit
+vectors for vector problems; ``"oscillatory"``: Hou--Wu's reduced 1D problems along the
+edges of ∂S).
+
+=================  ===========  ==========  ===============  ============================
+variant            patch        boundary    test             reference
+standard           --           --          Galerkin         coarse P1/Q1 FEM (LFEM)
+linear             K            polynomial  Galerkin         Hou & Wu (1997) MFEM-L
+oscillatory        K            oscillatory Galerkin         Hou & Wu (1997) MFEM-O
+oversampling       S ⊋ K        polynomial  Galerkin         Hou & Wu (1997) §3.4; EHW (2000)
+petrov-galerkin    S ⊋ K        polynomial  Petrov-Galerkin  Hou, Wu & Zhang (2004)
+=================  ===========  ==========  ===============  ============================
+
+Each variant is registered under its own name (presets of this one class).
+
+Dirichlet data on ∂Ω (subtlety (a) of REFERENCES.md §2): a clipped patch gets the same
+boundary data :math:`g_j` on ∂S ∩ ∂Ω as elsewhere, as in Hou & Wu's original method; the
+coarse Dirichlet condition then holds at the coarse vertices, and between them the
+oversampled basis need not vanish on ∂Ω. That trace error is part of the broken error.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pydantic
+
+from msfem import solvers
+from msfem.coefficients import ConstantField, Field
+from msfem.mesh import Oversampling, Patch, StructuredHierarchy
+from msfem.methods.base import ElementData, Method, Parameters, register
+from msfem.patches import (
+    PatchEngine,
+    PatchMesh,
+    blocked,
+    metric_forms,
+    nodal_functions,
+    polynomial_basis,
+    to_csr,
+)
+from msfem.transfer import expand_blocks
+
+Variant = Literal["standard", "linear", "oscillatory", "oversampling", "petrov-galerkin"]
+
+
+class VariantTraits(NamedTuple):
+    """Boundary data, test space and whether a variant accepts oversampling."""
+
+    boundary: str
+    test: str
+    oversampled: bool
+
+
+VARIANTS: dict[str, VariantTraits] = {
+    "standard": VariantTraits("none", "galerkin", False),
+    "linear": VariantTraits("polynomial", "galerkin", False),
+    "oscillatory": VariantTraits("oscillatory", "galerkin", False),
+    "oversampling": VariantTraits("polynomial", "galerkin", True),
+    "petrov-galerkin": VariantTraits("polynomial", "petrov-galerkin", True),
+}
+
+
+class MsFEMParameters(Parameters):
+    """Parameters of :class:`MsFEM`.
+
+    Attributes:
+        variant: see the module table.
+        oversampling: the patch: an :class:`~msfem.mesh.Oversampling`, an int (coarse
+            layers) or a table with one of ``coarse_layers``, ``ratio``, ``fine_layers``,
+            ``sampling_region``. Default: one coarse layer for the oversampled variants
+            (structured hierarchies), none otherwise.
+        boundary: override the variant's boundary data.
+        edge_coefficient: coefficient driving the oscillatory edge problems (default:
+            the first coefficient of the problem).
+    """
+
+    variant: Variant = "linear"
+    oversampling: Oversampling | None = None
+    boundary: Literal["polynomial", "oscillatory"] | None = None
+    edge_coefficient: str | None = None
+
+    @pydantic.field_validator("oversampling", mode="before")
+    @classmethod
+    def _oversampling(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer (coarse layers) or a table")
+        if isinstance(value, (int, np.integer)):
+            return Oversampling(coarse_layers=int(value))
+        if isinstance(value, dict):
+            allowed = ("coarse_layers", "ratio", "fine_layers", "sampling_region")
+            if len(value) != 1 or set(value) - set(allowed):
+                raise ValueError(f"must have exactly one of {', '.join(allowed)}")
+            return Oversampling(**value)
+        return value
+
+
+class MsFEM(Method):
+    """Multiscale FEM of Hou & Wu (1997) and its variants (see the module docstring)."""
+
+    name = "msfem"
+    Parameters = MsFEMParameters
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def boundary(self) -> str:
+        """Boundary data of the local problems: none, polynomial or oscillatory."""
+        default, _, _ = VARIANTS[self.params.variant]
+        return "none" if default == "none" else (self.params.boundary or default)
+
+    @property
+    def test(self) -> str:
+        """``"galerkin"`` or ``"petrov-galerkin"``."""
+        return VARIANTS[self.params.variant][1]
+
+    @property
+    def oversampled(self) -> bool:
+        """Whether the variant accepts oversampling."""
+        return VARIANTS[self.params.variant][2]
+
+    @property
+    def galerkin(self) -> bool:
+        """Galerkin unless the Petrov--Galerkin variant."""
+        return self.test == "galerkin"
+
+    def oversampling(self, hierarchy) -> Oversampling:
+        """The patch setting (with the variant's default)."""
+        if self.params.oversampling is not None:
+            return self.params.oversampling
+        structured = isinstance(hierarchy, StructuredHierarchy)
+        return Oversampling(coarse_layers=1 if self.oversampled and structured else 0)
+
+    def layers(self, hierarchy) -> int:
+        """Fine layers of oversampling (0: S = K)."""
+        if not isinstance(hierarchy, StructuredHierarchy):
+            return 0
+        return self.oversampling(hierarchy).layers(hierarchy.M)
+
+    def is_conforming(self, hierarchy) -> bool:
+        """True without oversampling (the basis is continuous across coarse cells)."""
+        return self.layers(hierarchy) == 0
+
+    @property
+    def label(self) -> str:
+        """The variant's name."""
+        return self.params.variant
+
+    # ------------------------------------------------------------------ protocol
+    def validate(self, hierarchy, problem) -> None:
+        """Check the variant against the hierarchy and the problem (before computing)."""
+        os = self.oversampling(hierarchy)
+        if not isinstance(hierarchy, StructuredHierarchy):
+            if os.layers(1) > 0:
+                raise ValueError(
+                    "oversampling is implemented on structured hierarchies only; on an "
+                    "unstructured (gmsh) hierarchy use oversampling=0 (variants standard, "
+                    "linear, oscillatory, petrov-galerkin without oversampling)")
+            if problem.neumann:
+                raise ValueError("Neumann data with an unstructured hierarchy is not supported "
+                                 "by the multiscale basis yet; use a StructuredHierarchy")
+            layers = 0
+        else:
+            layers = os.layers(hierarchy.M)
+            if layers > 0 and not self.oversampled:
+                raise ValueError(
+                    f"variant {self.params.variant!r} has no oversampling (got {os}); use "
+                    f"variant 'oversampling' or 'petrov-galerkin', or set oversampling to 0")
+            max_layers = max(n * hierarchy.M for n in hierarchy.N)
+            if os.sampling_region is not None:
+                if os.sampling_region % hierarchy.M:
+                    raise ValueError(f"sampling_region = {os.sampling_region} must be a "
+                                     f"multiple of M = {hierarchy.M}")
+            elif layers >= max_layers:
+                raise ValueError(
+                    f"oversampling patch ({layers} fine layers) is larger than the domain "
+                    f"({max_layers} fine cells per direction); choose fewer layers")
+        if self.boundary == "oscillatory":
+            if hierarchy.dim == 3:
+                raise ValueError("oscillatory boundary data is defined by 1D edge problems; in "
+                                 "3D the face data is not defined by Hou & Wu -- use 'linear' or "
+                                 "'oversampling' for 3D hierarchies")
+            if getattr(hierarchy, "n_sub", 1) > 1 and layers > 0:
+                raise ValueError("oscillatory boundary data on a box-shaped oversampling patch "
+                                 "gives 4 functions for a triangle's 3 vertices; use polynomial "
+                                 "boundary data with triangles")
+            names = list(problem.coefficients)
+            if not names:
+                raise ValueError("oscillatory boundary data needs a coefficient field")
+            if self.params.edge_coefficient not in (None, *names):
+                raise ValueError(f"edge_coefficient {self.params.edge_coefficient!r} is not one "
+                                 f"of {names}")
+
+    def schedule(self, hierarchy, cells: np.ndarray) -> np.ndarray:
+        """Cells of one sampling region in a row (they share its local solutions)."""
+        if self.oversampling(hierarchy).sampling_region is None or len(cells) == 0:
+            return cells
+        los = np.array([self.patch(hierarchy, int(c)).lo for c in cells])
+        return cells[np.lexsort(los.T[::-1])]
+
+    def patch(self, hierarchy, cell: int) -> Patch:
+        """The patch S of coarse cell ``cell`` (box around K, or its sampling region)."""
+        os = self.oversampling(hierarchy)
+        if os.sampling_region is not None:
+            return hierarchy.sampling_region(cell, os.sampling_region)
+        return hierarchy.patch(cell, self.layers(hierarchy))
+
+    def local(self, cell: int, engine: PatchEngine) -> ElementData:
+        r"""Solve the local problems of coarse cell ``cell`` and return its element data."""
+        if engine.unstructured:
+            return self._local_unstructured(cell, engine)
+        h = engine.hierarchy
+        bs = engine.bs
+        patch = self.patch(h, cell)
+        _, sub = h.coarse_square(cell)
+        simplex = h.n_sub > 1
+        oversampled = self.layers(h) > 0
+        # the patch mesh S (a box of fine squares; for S = K a single coarse simplex)
+        S = engine.patch_mesh(patch.shape, sub if (simplex and not oversampled) else None)
+        Kmesh = engine.patch_mesh((h.M,) * h.dim, sub if simplex else None) if oversampled \
+            else S
+        S.move_to(h.lower + np.array(patch.lo) * h.h)
+        if oversampled:
+            Kmesh.move_to(h.lower + np.array(patch.cell_lo) * h.h)
+        K_vertices = h.coarse_vertices(cell)
+        what = f"coarse cell {cell} (vertices {K_vertices.round(6).tolist()})"
+        if self.boundary == "none":
+            A_K = Kmesh.assemble()
+            return self._element(cell, engine, Kmesh, self._nodal(Kmesh, K_vertices, h, bs),
+                                 to_csr(A_K), K_vertices)
+        # local problems on S (a sampling region's solutions are shared by its cells)
+        region = (patch.lo, patch.hi)
+        cached = engine.region_cache.get("msfem")
+        if cached is not None and cached[0] == (region, self.params):
+            psi, A_csr = cached[1], None
+        else:
+            G = self._boundary_data(S, patch, K_vertices, h, bs, engine)
+            psi, A_csr = engine.dirichlet(S, G, what)
+            if self.oversampling(h).sampling_region is not None:
+                engine.region_cache["msfem"] = ((region, self.params), psi)
+        # restrict to K (K-mesh dof order) and normalise: φ_i(x_k) = δ_ik
+        S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
+        S_blocks = S.lookup[np.ravel_multi_index(tuple(S_index.T), S.node_shape, order="F")]
+        psi_K = psi[expand_blocks(S_blocks, bs)]
+        vertex_blocks = Kmesh.positions(K_vertices)
+        try:
+            C = np.linalg.inv(psi_K[expand_blocks(vertex_blocks, bs)])
+        except np.linalg.LinAlgError as err:
+            raise solvers.SolverError(
+                f"the oversampled functions of coarse cell {cell} are linearly dependent at its "
+                f"vertices; reduce the oversampling") from err
+        phi = psi_K @ C
+        if A_csr is None or oversampled:
+            A_csr = to_csr(Kmesh.assemble())
+        return self._element(cell, engine, Kmesh, phi, A_csr, K_vertices)
+
+    # ------------------------------------------------------------------ pieces
+    def _nodal(self, Kmesh: PatchMesh, K_vertices: np.ndarray, h, bs: int) -> np.ndarray:
+        """The coarse nodal functions N_i at the fine dofs of K (cached per offset)."""
+        key = ("N", tuple(np.round((K_vertices.mean(axis=0) - Kmesh.origin) / h.h, 6)))
+        if key not in Kmesh.cache:
+            Kmesh.cache[key] = nodal_functions(h.cell_type, Kmesh.dof_coordinates(),
+                                               K_vertices, h.H, bs)
+        return Kmesh.cache[key]
+
+    def _element(self, cell: int, engine: PatchEngine, Kmesh: PatchMesh, phi: np.ndarray,
+                 A_K, K_vertices: np.ndarray) -> ElementData:
+        r"""Element matrix :math:`a_K(\phi_j, w_i)` and load :math:`L_K(w_i)`."""
+        h = engine.hierarchy
+        W = self._nodal(Kmesh, K_vertices, h, engine.bs) if not self.galerkin else phi
+        dofs = engine.cell_dofs[int(cell)]
+        return ElementData(cell=int(cell), rows=dofs, cols=dofs, A=W.T @ (A_K @ phi),
+                           b=W.T @ Kmesh.load(), fine_dofs=Kmesh.lattice_ids(), trial=phi,
+                           test=None if self.galerkin else W, energy=A_K,
+                           metrics=Kmesh.metric_matrices())
+
+    def _boundary_data(self, S: PatchMesh, patch: Patch, K_vertices: np.ndarray, h, bs: int,
+                       engine: PatchEngine) -> np.ndarray:
+        """Dirichlet data G (n_boundary_dofs, n_functions) on ∂S for the local problems."""
+        x = S.dof_coordinates()[S.boundary_blocks]
+        center = K_vertices.mean(axis=0)
+        if self.boundary == "polynomial":  # depends on the position of K in S only
+            key = ("G", tuple(np.round((center - S.origin) / h.h, 6)))
+            if key not in S.cache:
+                S.cache[key] = blocked(polynomial_basis(h.cell_type, (x - center) / h.H), bs)
+            return S.cache[key]
+        oversampled = self.layers(h) > 0
+        if oversampled or h.n_sub == 1:  # box-shaped S: its 2^d corners
+            lo = h.lower + np.array(patch.lo) * h.h
+            hi = h.lower + np.array(patch.hi) * h.h
+            corners = np.array([lo + (hi - lo) * np.array(c[::-1])
+                                for c in itertools.product((0, 1), repeat=h.dim)])
+        else:
+            corners = K_vertices
+        box = len(corners) == 2**h.dim and h.dim > 1
+        return blocked(self._oscillatory_data(engine, x, corners, box), bs)
+
+    def _oscillatory_data(self, engine: PatchEngine, x: np.ndarray, corners: np.ndarray,
+                          box: bool) -> np.ndarray:
+        r"""Hou--Wu oscillatory nodal data on the edges of the polygon ``corners``.
+
+        On each edge e = [x_a, x_b] solve the reduced problem
+        :math:`\frac{d}{ds}(a_e \frac{d\phi}{ds}) = 0`, :math:`\phi(x_a) = 1, \phi(x_b) = 0`
+        with linear elements on the fine nodes of the edge (element stiffness
+        :math:`\bar a_\tau/|\tau|`, :math:`\bar a_\tau` the 3-point Gauss mean of
+        :math:`t\cdot a\, t` on the fine segment τ).
+        """
+        coefficients = engine.problem.coefficients
+        fld = coefficients[self.params.edge_coefficient or next(iter(coefficients))]
+        if not isinstance(fld, Field):
+            fld = ConstantField(fld)
+        n_c = len(corners)
+        data = np.zeros((len(x), n_c))
+        gauss = np.array([0.5 - np.sqrt(15) / 10, 0.5, 0.5 + np.sqrt(15) / 10])
+        weights = np.array([5, 8, 5]) / 18
+        for a, b in itertools.combinations(range(n_c), 2):
+            xa, xb = corners[a], corners[b]
+            if box and np.count_nonzero(np.abs(xb - xa) > 1e-12) != 1:
+                continue  # box: edges are axis-parallel
+            length = np.linalg.norm(xb - xa)
+            t = (xb - xa) / length
+            s = (x - xa) @ t
+            dist = np.linalg.norm(x - xa - np.outer(s, t), axis=1)
+            on = np.flatnonzero((dist < 1e-9 * length) & (s > -1e-9 * length)
+                                & (s < length * (1 + 1e-9)))
+            order = on[np.argsort(s[on])]
+            sn = s[order]
+            seg = np.diff(sn)
+            pts = sn[:-1, None] + seg[:, None] * gauss[None, :]  # (n_seg, 3)
+            P = xa[None, None, :] + pts[..., None] * t[None, None, :]
+            P3 = np.zeros((3, P.shape[0] * 3))
+            P3[: len(xa)] = P.reshape(-1, len(xa)).T
+            vals = fld.evaluate(P3)
+            if vals.ndim > 1:  # tensor: tangential component t·A·t
+                d = len(t)
+                vals = np.einsum("i,ijn,j->n", t, vals.reshape(d, d, -1), t)
+            abar = (vals.reshape(-1, 3) * weights).sum(axis=1)
+            resistance = seg / abar
+            cum = np.concatenate([[0.0], np.cumsum(resistance)]) / resistance.sum()
+            data[order, a] = 1.0 - cum
+            data[order, b] = cum
+        # at the corners themselves the value is exact (δ)
+        for k, c in enumerate(corners):
+            at = np.linalg.norm(x - c, axis=1) < 1e-9
+            data[at] = 0.0
+            data[at, k] = 1.0
+        return data
+
+    def _local_unstructured(self, cell: int, engine: PatchEngine) -> ElementData:
+        r"""Local problems on the fine cells of a gmsh coarse cell K (S = K)."""
+        h = engine.hierarchy
+        bs = engine.bs
+        cm = engine.cell_mesh(cell)
+        K_vertices = h.coarse_vertices(cell)
+        what = f"coarse cell {cell} (vertices {K_vertices.round(6).tolist()})"
+        xd = cm.dof_coordinates()
+        vertex_blocks = cm.positions(K_vertices)
+        N = nodal_functions(h.cell_type, xd, K_vertices, h.H, bs)
+        A = cm.assemble()
+        A_csr = to_csr(A)
+        if self.boundary == "none":
+            phi = N
+        else:
+            if self.boundary == "polynomial":
+                G = N[cm.boundary]
+            else:
+                G = blocked(self._oscillatory_data(engine, xd[cm.boundary_blocks], K_vertices,
+                                                   box=False), bs)
+            psi = engine.dirichlet_unstructured(cm, A, G, what)
+            phi = psi @ np.linalg.inv(psi[expand_blocks(vertex_blocks, bs)])
+        A.destroy()
+        W = phi if self.galerkin else N
+        dofs = engine.cell_dofs[int(cell)]
+        return ElementData(cell=int(cell), rows=dofs, cols=dofs, A=W.T @ (A_csr @ phi),
+                           b=W.T @ cm.load(), fine_dofs=cm.fine_blocks, trial=phi,
+                           test=None if self.galerkin else W, energy=A_csr,
+                           metrics=metric_forms(cm.V), vertex_blocks=vertex_blocks)
+
+
+register("msfem", MsFEM, summary="MsFEM with the variant as a parameter")
+for _variant in VARIANTS:
+    register(_variant, MsFEM, preset={"variant": _variant},
+             summary=f"MsFEM, {_variant} variant (see msfem.methods.msfem)")

@@ -1,0 +1,415 @@
+r"""Patch meshes and the per-rank engine of local problems (all on ``COMM_SELF``).
+
+A *patch* is a union of fine cells around a coarse cell K (K itself, K plus oversampling
+layers, a sampling region). On a structured hierarchy a patch is a box of fine lattice
+squares (or, for S = K on simplices, one coarse simplex of the Kuhn split); its mesh is
+built once per patch *shape* and translated to every coarse cell, because coefficients
+are functions of the global coordinates. The forms are compiled once per shape
+(:class:`PatchMesh`) and only their coefficient data is refreshed after a move.
+
+The :class:`PatchEngine` is what a method's ``local(cell, engine)`` receives: the
+hierarchy, the problem, the coarse space, the cache of patch meshes and the local
+Dirichlet solver
+
+.. math::
+    A_{II}\,\Psi_I = -A_{IB}\,G, \qquad \Psi_B = G
+
+(one factorisation of the interior block, all right-hand sides at once). Other local
+solvers (constrained / saddle-point, Neumann with mean constraints, SLEPc
+eigenproblems) are in :mod:`msfem.local`.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import dolfinx
+import dolfinx.fem.petsc
+import numpy as np
+import scipy.sparse as sp
+import ufl
+from mpi4py import MPI
+from petsc4py import PETSc
+from scipy.spatial import cKDTree
+
+from msfem import (
+    _runtime,  # noqa: F401
+    solvers,
+)
+from msfem.mesh import RefinedHierarchy, create_lattice_mesh, locate_sub
+from msfem.problem import Problem
+from msfem.transfer import expand_blocks
+
+
+def polynomial_basis(cell_type: str, xi: np.ndarray) -> np.ndarray:
+    r"""Values (n, m) of the coarse polynomial space at local coordinates ``xi`` (n, d).
+
+    P1 (simplices): :math:`\{1, \xi_1, \dots, \xi_d\}`; Q1 (intervals, quadrilaterals,
+    hexahedra): all products :math:`\prod_{k \in s} \xi_k` over subsets s.
+    """
+    n, d = xi.shape
+    if cell_type in ("triangle", "tetrahedron"):
+        return np.column_stack([np.ones(n)] + [xi[:, k] for k in range(d)])
+    cols = []
+    for subset in itertools.product((0, 1), repeat=d):
+        cols.append(np.prod(np.where(np.array(subset)[None, :] == 1, xi, 1.0), axis=1))
+    return np.column_stack(cols)
+
+
+def blocked(scalar: np.ndarray, bs: int) -> np.ndarray:
+    """Scalar functions (n, m) to vector ones (n*bs, m*bs): one copy per component."""
+    if bs == 1:
+        return scalar
+    out = np.zeros((scalar.shape[0] * bs, scalar.shape[1] * bs))
+    for c in range(bs):
+        out[c::bs, c::bs] = scalar
+    return out
+
+
+def nodal_functions(cell_type: str, x: np.ndarray, vertices: np.ndarray, H: np.ndarray,
+                    bs: int) -> np.ndarray:
+    r"""Coarse nodal functions :math:`N_i(x)` of the cell with ``vertices`` at points ``x``.
+
+    :math:`N_i = \sum_j p_j\,(P^{-1})_{ji}` with :math:`p_j` the :func:`polynomial_basis`
+    and :math:`P_{kj} = p_j(x_k)`, so :math:`N_i(x_k) = \delta_{ik}`; blocked for vector
+    problems.
+    """
+    center = vertices.mean(axis=0)
+    poly = polynomial_basis(cell_type, (x - center) / H)
+    return blocked(poly @ np.linalg.inv(polynomial_basis(cell_type, (vertices - center) / H)),
+                   bs)
+
+
+def to_csr(A: PETSc.Mat) -> sp.csr_matrix:
+    """A sequential PETSc AIJ matrix as a SciPy CSR matrix (copies the arrays)."""
+    indptr, indices, data = A.getValuesCSR()
+    return sp.csr_matrix((data, indices, indptr), shape=A.getSize())
+
+
+def form_csr(form) -> sp.csr_matrix:
+    """Assemble a bilinear form (no boundary conditions) into a SciPy CSR matrix."""
+    return dolfinx.fem.assemble_matrix(form).to_scipy()
+
+
+def metric_forms(V: dolfinx.fem.FunctionSpace) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    r"""Mass and stiffness matrices :math:`\int u\cdot v`, :math:`\int \nabla u:\nabla v`."""
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    return (form_csr(dolfinx.fem.form(ufl.inner(u, v) * ufl.dx)),
+            form_csr(dolfinx.fem.form(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)))
+
+
+class PatchMesh:
+    """A lattice patch mesh on COMM_SELF with the problem's forms, translated to each cell.
+
+    Args:
+        hierarchy: the structured hierarchy.
+        problem: the problem (its forms are compiled once for this mesh).
+        shape: fine squares per axis.
+        keep_sub: for one coarse simplex: the Kuhn sub-cell whose fine cells to keep.
+    """
+
+    def __init__(self, hierarchy, problem: Problem, shape: tuple[int, ...],
+                 keep_sub: int | None):
+        h = hierarchy
+        self.shape, self.problem = shape, problem
+        keep = None
+        if keep_sub is not None:
+            M, split = h.M, h.split
+            centroid = split.mean(axis=1)  # (n_sub, d)
+
+            def keep(square, sub):
+                t = (square + centroid[sub].T) / M
+                return locate_sub(t, split) == keep_sub
+
+        self.mesh, _ = create_lattice_mesh(MPI.COMM_SELF, h.cell_type, shape, h.h, keep=keep)
+        self.x0 = self.mesh.geometry.x.copy()
+        self.V = problem.function_space(self.mesh)
+        self.bs = self.V.dofmap.index_map_bs
+        deg = problem.degree
+        xd = self.V.tabulate_dof_coordinates()[:, : h.dim]
+        self.dof_index = np.rint(xd / (h.h / deg)).astype(np.int64)  # integer lattice coords
+        self.node_shape = np.array(shape) * deg + 1
+        ravel = np.ravel_multi_index(tuple(self.dof_index.T), self.node_shape, order="F")
+        self.lookup = np.full(int(np.prod(self.node_shape)), -1, dtype=np.int64)
+        self.lookup[ravel] = np.arange(len(ravel))
+        tdim = h.dim
+        self.mesh.topology.create_connectivity(tdim - 1, tdim)
+        self.exterior = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
+        bdofs = dolfinx.fem.locate_dofs_topological(self.V, tdim - 1, self.exterior)
+        self.boundary_blocks = np.sort(bdofs)
+        interior = np.setdiff1d(np.arange(len(xd)), self.boundary_blocks)
+        self.boundary = expand_blocks(self.boundary_blocks, self.bs)
+        self.interior = expand_blocks(interior, self.bs)
+        self._domain = (h.lower, h.upper)
+        self.disc = problem.discretise(self.V, boundary_facets=self.boundary_facets)
+        self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
+        self.isI = PETSc.IS().createGeneral(self.interior.astype(np.int32), comm=MPI.COMM_SELF)
+        self.A_II: PETSc.Mat | None = None
+        self.ksp: PETSc.KSP | None = None
+        self.origin = np.zeros(h.dim)
+        self._neumann_key: tuple = ()
+        self._metrics: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
+        self.rel_coords = self.dof_index * (h.h / deg)
+        self._ib: tuple | None = None
+        self.lattice_shape = np.array(h.N) * h.M * deg + 1
+        self.lattice_origin = h.lower
+        self.lattice_step = h.h / deg
+        self.cache: dict[tuple, Any] = {}  # position-independent data (boundary data, ...)
+
+    def boundary_facets(self, marker) -> np.ndarray:
+        """Exterior facets of this mesh lying on ∂Ω where ``marker`` holds."""
+        tdim = self.mesh.topology.dim
+        mid = dolfinx.mesh.compute_midpoints(self.mesh, tdim - 1, self.exterior).T
+        lo, hi = self._domain
+        d = len(lo)
+        tol = 1e-10 * float(np.max(hi - lo))
+        on = np.any(np.abs(mid[:d] - lo[:, None]) < tol, axis=0) | np.any(
+            np.abs(mid[:d] - hi[:, None]) < tol, axis=0)
+        on &= np.asarray(marker(mid), dtype=bool)
+        return self.exterior[on].astype(np.int32)
+
+    def move_to(self, origin: np.ndarray) -> None:
+        """Translate the mesh so that its lattice origin sits at ``origin``."""
+        d = len(origin)
+        self.mesh.geometry.x[:, :d] = self.x0[:, :d] + origin
+        self.origin = np.array(origin, dtype=float)
+        problem = self.problem
+        if problem.neumann:  # which facets carry Neumann data depends on the position
+            key = tuple(tuple(self.boundary_facets(bc.marker)) for bc in problem.neumann)
+            if key != self._neumann_key:
+                self.disc = problem.discretise(self.V, boundary_facets=self.boundary_facets)
+                self._neumann_key = key
+        self.disc.refresh()
+
+    def assemble(self) -> PETSc.Mat:
+        """Assemble the fine matrix of ``a`` on the mesh (no boundary conditions)."""
+        self.A.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(self.A, self.disc.a)
+        self.A.assemble()
+        return self.A
+
+    def load(self) -> np.ndarray:
+        """Assemble the fine load vector of ``L`` on the mesh."""
+        return dolfinx.fem.assemble_vector(self.disc.L).array.copy()
+
+    def dof_coordinates(self) -> np.ndarray:
+        """Coordinates (n_blocks, d) of the dofs in the current position."""
+        return self.rel_coords + self.origin
+
+    def lattice_ids(self) -> np.ndarray:
+        """Global fine-lattice ids of the dofs in the current position."""
+        idx = self.dof_index + np.rint((self.origin - self.lattice_origin)
+                                       / self.lattice_step).astype(np.int64)
+        return np.ravel_multi_index(tuple(idx.T), self.lattice_shape, order="F")
+
+    def interior_boundary_block(self, A: sp.csr_matrix) -> sp.csr_matrix:
+        """The block A[interior, boundary] (index pattern cached: the sparsity is fixed)."""
+        if self._ib is None:
+            probe = sp.csr_matrix((np.arange(A.nnz, dtype=float), A.indices, A.indptr),
+                                  shape=A.shape)
+            sub = probe[self.interior][:, self.boundary].tocsr()
+            sub.sort_indices()
+            self._ib = (sub.data.astype(np.int64), sub.indices, sub.indptr, sub.shape)
+        idx, indices, indptr, shape = self._ib
+        return sp.csr_matrix((A.data[idx], indices, indptr), shape=shape)
+
+    def metric_matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Mass and stiffness matrices of this mesh (translation invariant, cached)."""
+        if self._metrics is None:
+            self._metrics = metric_forms(self.V)
+        return self._metrics
+
+    def positions(self, points: np.ndarray) -> np.ndarray:
+        """Dof blocks at ``points`` (n, d) in the current position (cached per offset)."""
+        key = ("at", tuple(np.round((points - self.origin) / self.lattice_step, 6).ravel()))
+        if key not in self.cache:
+            x = self.dof_coordinates()
+            self.cache[key] = np.array([int(np.argmin(np.linalg.norm(x - p, axis=1)))
+                                        for p in points], dtype=np.int64)
+        return self.cache[key]
+
+
+class CellMesh:
+    """The fine cells of one coarse cell of an unstructured hierarchy, copied to COMM_SELF.
+
+    The fine cells of an owned coarse cell are on this rank (dolfinx refines in place).
+    Attributes mirror :class:`PatchMesh` (``V``, ``disc``, ``interior``, ``boundary``,
+    ``boundary_blocks``), plus ``fine_blocks``: the global fine dof block of each dof.
+    """
+
+    def __init__(self, engine: PatchEngine, cell: int):
+        h = engine.hierarchy
+        fine = h.fine
+        cells = h.fine_cells(cell)
+        nodes = fine.geometry.dofmaps[0][cells]
+        used, local_cells = np.unique(nodes, return_inverse=True)
+        x = fine.geometry.x[used, : fine.geometry.dim]
+        domain = ufl.Mesh(fine.ufl_domain().ufl_coordinate_element())  # its own UFL domain
+        self.mesh = dolfinx.mesh.create_mesh(MPI.COMM_SELF, local_cells.reshape(nodes.shape),
+                                             domain, x)
+        self.V = engine.problem.function_space(self.mesh)
+        self.bs = self.V.dofmap.index_map_bs
+        self.disc = engine.problem.discretise(self.V)
+        tdim = h.dim
+        self.mesh.topology.create_connectivity(tdim - 1, tdim)
+        self.boundary_blocks = np.sort(dolfinx.fem.locate_dofs_topological(
+            self.V, tdim - 1, dolfinx.mesh.exterior_facet_indices(self.mesh.topology)))
+        self.xd = self.V.tabulate_dof_coordinates()[:, :tdim]
+        self.boundary = expand_blocks(self.boundary_blocks, self.bs)
+        self.interior = expand_blocks(
+            np.setdiff1d(np.arange(len(self.xd)), self.boundary_blocks), self.bs)
+        Vf, xf = engine.fine_dof_coordinates()
+        cand = np.unique(Vf.dofmap.list[cells].ravel())
+        dist, nearest = cKDTree(xf[cand]).query(self.xd)
+        if dist.max() > 1e-10 * float(h.H[0]):
+            raise RuntimeError(f"coarse cell {cell}: local and fine dofs do not match")
+        self.fine_blocks = np.asarray(
+            Vf.dofmap.index_map.local_to_global(cand[nearest].astype(np.int32)), dtype=np.int64)
+
+    def dof_coordinates(self) -> np.ndarray:
+        """Coordinates (n_blocks, d) of the dofs."""
+        return self.xd
+
+    def positions(self, points: np.ndarray) -> np.ndarray:
+        """Dof blocks nearest to ``points`` (n, d)."""
+        return np.array([int(np.argmin(np.linalg.norm(self.xd - p, axis=1))) for p in points],
+                        dtype=np.int64)
+
+    def assemble(self) -> PETSc.Mat:
+        """Assemble the fine matrix of ``a`` on K (no boundary conditions)."""
+        A = dolfinx.fem.petsc.assemble_matrix(self.disc.a)
+        A.assemble()
+        return A
+
+    def load(self) -> np.ndarray:
+        """Assemble the fine load vector of ``L`` on K."""
+        return dolfinx.fem.assemble_vector(self.disc.L).array.copy()
+
+
+class PatchEngine:
+    """Per-rank context of the local problems: caches and the local Dirichlet solver.
+
+    Args:
+        hierarchy: structured or refined hierarchy.
+        problem: the problem.
+        coarse_space: the method's coarse space.
+        petsc_options: options of the local factorisations (prefix ``msfem_local_``).
+    """
+
+    def __init__(self, hierarchy, problem: Problem, coarse_space,
+                 petsc_options: Mapping[str, Any] | None = None):
+        self.hierarchy, self.problem, self.coarse_space = hierarchy, problem, coarse_space
+        self.petsc_options = dict(petsc_options or {})
+        self.bs = problem.block_size
+        self.unstructured = isinstance(hierarchy, RefinedHierarchy)
+        self.meshes: dict[tuple, PatchMesh] = {}
+        self.cell_dofs: dict[int, np.ndarray] = {}
+        self.local_index: dict[int, int] = {}
+        self.t_petsc = 0.0
+        self.region_cache: dict[Any, Any] = {}
+        self._fine_dofs: tuple | None = None
+        self._n_cell_meshes = 0
+
+    def prepare(self, local_cells: np.ndarray, cells: np.ndarray) -> None:
+        """Collective set-up for the owned cells (their coarse dofs, in one batch)."""
+        dofs = self.coarse_space.cell_dofs(local_cells, cells)
+        self.cell_dofs = {int(c): d for c, d in zip(cells, dofs)}
+        self.local_index = {int(c): int(lc) for c, lc in zip(cells, local_cells)}
+
+    # ------------------------------------------------------------------ meshes
+    def patch_mesh(self, shape: tuple[int, ...], keep_sub: int | None = None) -> PatchMesh:
+        """The (cached) patch mesh of a shape; ``keep_sub``: one Kuhn simplex only."""
+        key = (tuple(shape), keep_sub)
+        if key not in self.meshes:
+            self.meshes[key] = PatchMesh(self.hierarchy, self.problem, tuple(shape), keep_sub)
+        return self.meshes[key]
+
+    def cell_mesh(self, cell: int) -> CellMesh:
+        """K's fine cells on COMM_SELF (unstructured hierarchies; one mesh per cell)."""
+        self._n_cell_meshes += 1
+        if self._n_cell_meshes % 32 == 0:  # COMM_SELF meshes hold duplicated communicators
+            gc.collect()
+        return CellMesh(self, cell)
+
+    def fine_dof_coordinates(self) -> tuple[dolfinx.fem.FunctionSpace, np.ndarray]:
+        """The distributed fine space and its dof coordinates (cached)."""
+        if self._fine_dofs is None:
+            Vf = self.problem.function_space(self.hierarchy.fine)
+            self._fine_dofs = (Vf, Vf.tabulate_dof_coordinates()[:, : self.hierarchy.dim])
+        return self._fine_dofs
+
+    # ------------------------------------------------------------------ solvers
+    def factorise(self, pm: PatchMesh, A: PETSc.Mat, what: str) -> PETSc.KSP:
+        """Factorise the interior block of ``A`` on ``pm`` (symbolic part reused per shape)."""
+        t0 = time.perf_counter()
+        pm.A_II = A.createSubMatrix(pm.isI, pm.isI, submat=pm.A_II)
+        if pm.ksp is None:
+            pm.ksp = solvers.make_ksp(pm.A_II, "msfem_local_", self.petsc_options,
+                                      solvers.LOCAL_OPTIONS)
+        else:
+            pm.ksp.setOperators(pm.A_II)
+        try:
+            pm.ksp.setUp()
+        except PETSc.Error as err:
+            raise solvers.SolverError(
+                f"local factorisation failed on {what}: {err}. Check that the coefficient "
+                f"is positive there.") from err
+        self.t_petsc += time.perf_counter() - t0
+        return pm.ksp
+
+    def solve_many(self, ksp: PETSc.KSP, rhs: np.ndarray, what: str) -> np.ndarray:
+        """Solve with the factorised ``ksp`` for all columns of ``rhs`` at once."""
+        B = PETSc.Mat().createDense(rhs.shape, array=np.ascontiguousarray(rhs),
+                                    comm=MPI.COMM_SELF)
+        X = PETSc.Mat().createDense(rhs.shape, comm=MPI.COMM_SELF)
+        X.setUp()
+        t0 = time.perf_counter()
+        try:
+            ksp.matSolve(B, X)
+        except PETSc.Error as err:
+            raise solvers.SolverError(f"local solve failed on {what}: {err}") from err
+        self.t_petsc += time.perf_counter() - t0
+        out = X.getDenseArray().copy()
+        B.destroy()
+        X.destroy()
+        return out
+
+    def dirichlet(self, pm: PatchMesh, G: np.ndarray, what: str) -> tuple[np.ndarray,
+                                                                             sp.csr_matrix]:
+        r"""Solve :math:`A_{II}\Psi_I = -A_{IB}G`, :math:`\Psi_B = G` on the patch mesh.
+
+        Returns Ψ (all dofs × functions) and the patch matrix A (CSR).
+        """
+        A = pm.assemble()
+        ksp = self.factorise(pm, A, what)
+        A_csr = to_csr(A)
+        rhs = -(pm.interior_boundary_block(A_csr) @ G)
+        psi = np.empty((len(pm.interior) + len(pm.boundary), G.shape[1]))
+        psi[pm.interior] = self.solve_many(ksp, rhs, what)
+        psi[pm.boundary] = G
+        return psi, A_csr
+
+    def dirichlet_unstructured(self, cm: CellMesh, A: PETSc.Mat, G: np.ndarray,
+                               what: str) -> np.ndarray:
+        """The same Dirichlet solve on a :class:`CellMesh` (its own factorisation)."""
+        t0 = time.perf_counter()
+        isI = PETSc.IS().createGeneral(cm.interior.astype(np.int32), comm=MPI.COMM_SELF)
+        A_II = A.createSubMatrix(isI, isI)
+        ksp = solvers.make_ksp(A_II, "msfem_local_", self.petsc_options, solvers.LOCAL_OPTIONS)
+        try:
+            ksp.setUp()
+        except PETSc.Error as err:
+            raise solvers.SolverError(f"local factorisation failed on {what}: {err}") from err
+        self.t_petsc += time.perf_counter() - t0
+        A_csr = to_csr(A)
+        rhs = -(A_csr[cm.interior][:, cm.boundary] @ G)
+        psi = np.empty((len(cm.interior) + len(cm.boundary), G.shape[1]))
+        psi[cm.interior] = self.solve_many(ksp, rhs, what)
+        psi[cm.boundary] = G
+        for obj in (ksp, A_II, isI):
+            obj.destroy()
+        return psi

@@ -1,0 +1,185 @@
+r"""The offline phase: a method's local problems over the owned coarse cells.
+
+:class:`MultiscaleSpace` pairs a hierarchy, a problem and a method
+(:mod:`msfem.methods`); :meth:`MultiscaleSpace.build` maps the method's pure per-cell
+function ``local(cell, engine)`` over the coarse cells this rank owns,
+
+.. math::
+    \{E_K\}_{K \in \mathcal T_H^{\text{rank}}} = \mathrm{map}(K \mapsto
+    \texttt{method.local}(K, \text{engine})),
+
+with an injectable ``map`` (the built-in one by default; a batched or threaded map may
+replace it), then builds the one transfer between the elements' fine dofs and the
+distributed fine space (:class:`msfem.transfer.FineMap`). No communication happens in
+the loop itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import dolfinx
+import numpy as np
+from mpi4py import MPI
+
+from msfem import _runtime  # noqa: F401
+from msfem.mesh import Oversampling, RefinedHierarchy, StructuredHierarchy
+from msfem.methods import Method, create
+from msfem.methods.base import ElementData
+from msfem.patches import PatchEngine
+from msfem.problem import Problem
+from msfem.transfer import FineMap, LatticeNumbering
+
+
+class MultiscaleSpace:
+    r"""The multiscale space of a method: element data of every owned coarse cell.
+
+    Args:
+        hierarchy: a :class:`~msfem.mesh.StructuredHierarchy` or
+            :class:`~msfem.mesh.RefinedHierarchy`.
+        problem: the problem whose bilinear form defines the local problems.
+        method: a registered method name (``"linear"``, ``"oscillatory"``,
+            ``"oversampling"``, ``"petrov-galerkin"``, ``"standard"``, or any method added
+            with :func:`msfem.methods.register`) or a :class:`~msfem.methods.Method`.
+        oversampling: MsFEM patch size (an :class:`~msfem.mesh.Oversampling` or coarse
+            layers); passed to the method as a parameter.
+        boundary: MsFEM boundary data override (``"polynomial"``/``"oscillatory"``).
+        edge_coefficient: coefficient of the oscillatory edge problems.
+        petsc_options: options of the local factorisations (prefix ``msfem_local_``).
+        parameters: further parameters of a registered method.
+
+    The method is validated here, before any computation; :meth:`build` computes the
+    element data of the coarse cells owned by this rank.
+    """
+
+    def __init__(self, hierarchy: StructuredHierarchy | RefinedHierarchy, problem: Problem,
+                 method: str | Method = "linear", oversampling: Oversampling | int | None = None,
+                 *, boundary: str | None = None, edge_coefficient: str | None = None,
+                 petsc_options: Mapping[str, Any] | None = None,
+                 parameters: Mapping[str, Any] | None = None):
+        if not isinstance(hierarchy, (StructuredHierarchy, RefinedHierarchy)):
+            raise TypeError("MultiscaleSpace needs a StructuredHierarchy or a RefinedHierarchy")
+        self.hierarchy, self.problem = hierarchy, problem
+        given = {"oversampling": oversampling, "boundary": boundary,
+                 "edge_coefficient": edge_coefficient, **dict(parameters or {})}
+        given = {k: v for k, v in given.items() if v is not None}
+        if isinstance(method, Method):
+            if given:
+                raise TypeError(f"parameters {sorted(given)} go into the Method instance")
+            self.method = method
+        else:
+            self.method = create(method, **given)
+        self.method.validate(hierarchy, problem)
+        self.petsc_options = dict(petsc_options or {})
+        self.unstructured = isinstance(hierarchy, RefinedHierarchy)
+        self.bs = problem.block_size
+        self.coarse = self.method.coarse_space(hierarchy, problem)
+        self.elements: list[ElementData] = []
+        self.timings: dict[str, float] = {}
+        self.built = False
+        self._engine: PatchEngine | None = None
+        self._fine_map: FineMap | None = None
+
+    # ------------------------------------------------------------------ descriptions
+    @property
+    def coarse_space(self) -> dolfinx.fem.FunctionSpace:
+        """The dolfinx function space carrying the coarse unknowns."""
+        return self.coarse.function_space
+
+    @property
+    def name(self) -> str:
+        """The method's name (e.g. the MsFEM variant)."""
+        return self.method.label
+
+    @property
+    def layers(self) -> int:
+        """Fine layers of oversampling (methods without patches: 0)."""
+        layers = getattr(self.method, "layers", None)
+        return int(layers(self.hierarchy)) if callable(layers) else 0
+
+    @property
+    def conforming(self) -> bool:
+        """True when the trial functions are conforming (``PᵀAP`` assembly allowed)."""
+        return self.method.is_conforming(self.hierarchy)
+
+    # ------------------------------------------------------------------ offline phase
+    def engine(self) -> PatchEngine:
+        """The per-rank engine of local problems (collective on first call)."""
+        if self._engine is None:
+            self._engine = PatchEngine(self.hierarchy, self.problem, self.coarse,
+                                       self.petsc_options)
+            local, lattice = self.hierarchy.owned_coarse_cells
+            self._engine.prepare(local, lattice)
+        return self._engine
+
+    def local_basis(self, cell: int) -> ElementData:
+        """Element data of owned coarse cell ``cell``, computed afresh (no shared patches)."""
+        engine = self.engine()
+        engine.region_cache.clear()
+        return self.method.local(int(cell), engine)
+
+    def build(self, progress: bool = False,
+              map: Callable[[Callable, Iterable], Iterable] = map) -> MultiscaleSpace:
+        """Compute the element data of every coarse cell owned by this rank (collective).
+
+        Args:
+            progress: log progress on rank 0 (10 steps).
+            map: the map over owned cells (``map(f, cells)``); cells whose patches coincide
+                come in a row, so a method may share their solutions.
+
+        ``timings["offline"]`` is the wall time (max over ranks); ``timings["local_petsc"]``
+        the part spent in PETSc factorising and solving the local problems (this rank).
+        """
+        from msfem._runtime import logger
+        from msfem.fine import check_coefficients
+
+        h = self.hierarchy
+        check_coefficients(self.problem, h.fine)  # collective: refuse a <= 0, warn unresolved
+        t0 = time.perf_counter()
+        engine = self.engine()
+        engine.t_petsc = 0.0
+        engine.region_cache.clear()
+        _, cells = h.owned_coarse_cells
+        cells = self.method.schedule(h, cells)
+        n = len(cells)
+        step = max(1, -(-n // 10))
+
+        def one(k_cell):
+            k, cell = k_cell
+            e = self.method.local(int(cell), engine)
+            if progress and ((k + 1) % step == 0 or k + 1 == n):
+                logger.info("  basis: %d/%d coarse cells on rank 0", k + 1, n)
+            return e
+
+        with dolfinx.common.Timer("~msfem: offline (local problems)"):
+            self.elements = list(map(one, enumerate(cells)))
+        with dolfinx.common.Timer("~msfem: offline (downscaling map)"):
+            self._fine_map = None
+            self.fine_map()  # element dofs <-> distributed fine dofs, for reconstruction
+        self.timings["offline"] = h.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+        self.timings["offline_rank"] = time.perf_counter() - t0
+        self.timings["local_petsc"] = engine.t_petsc
+        self.built = True
+        return self
+
+    def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
+        """The (cached) :class:`~msfem.transfer.FineMap` of the distributed fine space ``V``.
+
+        It maps between element data and ``V`` (default: the problem's space on the fine mesh).
+        """
+        cached = self._fine_map
+        if V is None:
+            V = cached.V if cached is not None else self.problem.function_space(self.hierarchy.fine)
+        same = cached is not None and cached.V.mesh is V.mesh and \
+            cached.V.ufl_element() == V.ufl_element()  # same mesh + element: same dof layout
+        if not same:
+            numbering = None if self.unstructured else LatticeNumbering(V, self.hierarchy)
+            self._fine_map = FineMap(V, [np.asarray(e.fine_dofs) for e in self.elements],
+                                     numbering)
+        return self._fine_map
+
+    def metric_matrices(self, e: ElementData):
+        """Mass and stiffness matrices of the fine sub-grid of element ``e``."""
+        return e.metrics
