@@ -7,15 +7,18 @@ NP ?= 2
 export UCX_TLS ?= self,sm,tcp
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test lint test-serial test-mpi bench clean
+.PHONY: demo test lint typecheck test-serial test-mpi bench clean
 
 demo:
 	$(MPIEXEC) -n $(NP) $(PY) -m msfem study studies/demo.toml --out results/demo
 
-test: lint test-serial test-mpi
+test: lint typecheck test-serial test-mpi
 
 lint:
 	$(PY) -m ruff check msfem tests benchmarks meshes
+
+typecheck:
+	$(PY) -m mypy msfem
 
 test-serial:
 	$(PY) -m pytest -q tests

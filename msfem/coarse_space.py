@@ -79,6 +79,8 @@ class LagrangeCoarseSpace(CoarseSpace):
         count: functions per vertex and component (GMsFEM-like spaces; default 1).
     """
 
+    function_space: dolfinx.fem.FunctionSpace  # always set (narrows the base's Optional)
+
     def __init__(self, hierarchy, problem: Problem, count: int = 1):
         self.hierarchy, self.count = hierarchy, int(count)
         shape = problem.shape if count == 1 else (count * problem.block_size,)
@@ -98,7 +100,7 @@ class LagrangeCoarseSpace(CoarseSpace):
             x = self.function_space.tabulate_dof_coordinates()[:n, : h.dim]
             app = h.lattice_ids(x, 1).astype(PETSc.IntType)
             petsc = np.arange(*self.index_map.local_range, dtype=PETSc.IntType)
-            self._ao = PETSc.AO().createMapping(app, petsc, comm=h.comm)
+            self._ao = PETSc.AO().createMapping(app, petsc, comm=h.comm)  # type: ignore[arg-type]
         return self._ao
 
     def vertex_dofs(self, x: np.ndarray) -> np.ndarray:
@@ -204,7 +206,8 @@ class EntityCoarseSpace(CoarseSpace):
             off += self.maps[d].size_local * self.counts[d]
         table = comm.allgather((start, {d: (self.maps[d].local_range[0], self._offsets[d])
                                         for d in self.dims}))
-        ghosts, owners = [], []
+        ghosts: list[int] = []
+        owners: list[int] = []
         self._ghost_start: dict[int, int] = {}
         n_ghost = 0
         for d in self.dims:

@@ -76,13 +76,13 @@ def _vectorise(values: Any, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ConstantField(Field):
-    """A constant scalar or tensor coefficient (the no-microstructure limit)."""
+    """A constant scalar or tensor coefficient (the no-microstructure limit), or vector load."""
 
-    value: float | Sequence[Sequence[float]]
+    value: float | Sequence[float] | Sequence[Sequence[float]]
 
     @property
     def shape(self) -> tuple[int, ...]:  # type: ignore[override]
-        """The shape of ``value``: () for a scalar, (d, d) for a tensor."""
+        """The shape of ``value``: () for a scalar, (d,) for a vector, (d, d) for a tensor."""
         return np.shape(self.value)
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
@@ -395,7 +395,8 @@ class FieldOnMesh:
         )
 
 
-def as_ufl(fld: Field | float, mesh: dolfinx.mesh.Mesh) -> FieldOnMesh:
+def as_ufl(fld: Field | float | Sequence[float] | Sequence[Sequence[float]],
+           mesh: dolfinx.mesh.Mesh) -> FieldOnMesh:
     """Return ``fld`` on ``mesh`` (numbers become :class:`ConstantField`)."""
     if not isinstance(fld, Field):
         fld = ConstantField(fld)

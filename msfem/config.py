@@ -116,7 +116,7 @@ def validate(cfg: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | No
     Raises:
         ConfigError: naming the offending section/key and what is accepted.
     """
-    schema = dict(SCHEMA)
+    schema: dict[str, Mapping[str, Any]] = dict(SCHEMA)
     schema.update(extra or {})
     for section in cfg:
         if section not in schema:
@@ -239,6 +239,8 @@ def load_plugins(paths: list[str], base: Path | None = None) -> None:
         if name in sys.modules:
             continue
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"[msfem] plugins: {str(path)!r} is not a Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)

@@ -24,7 +24,7 @@ from msfem import (
     _runtime,  # noqa: F401
     solvers,
 )
-from msfem.coefficients import check_positive, check_resolution
+from msfem.coefficients import Field, check_positive, check_resolution
 from msfem.problem import Problem
 
 
@@ -52,8 +52,9 @@ def rigid_body_modes(V: dolfinx.fem.FunctionSpace) -> PETSc.NullSpace:
         vecs.append(vec)
     dolfinx.la.orthonormalize(vecs)
     petsc_vecs = [dolfinx.la.petsc.create_vector_wrap(v) for v in vecs]
-    rigid_body_modes._keepalive = vecs  # PETSc vectors wrap this memory
-    return PETSc.NullSpace().create(vectors=petsc_vecs, comm=V.mesh.comm)
+    nsp = PETSc.NullSpace().create(vectors=petsc_vecs, comm=V.mesh.comm)
+    nsp.setAttr("_msfem_keepalive", vecs)  # the PETSc vectors wrap this memory
+    return nsp
 
 
 def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
@@ -75,7 +76,7 @@ def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
         if name not in positive:
             continue
         found = None
-        if not hasattr(fld, "evaluate"):
+        if not isinstance(fld, Field):
             if float(np.min(np.linalg.eigvalsh(np.atleast_2d(fld)))) <= 0:
                 found = f"coefficient {name!r} = {fld} is not positive."
         else:
@@ -95,7 +96,7 @@ def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
                             if n else 0.0, op=MPI.MAX)
     h_axis = h / np.sqrt(tdim)  # structured cells: diameter = sqrt(d) * h
     for fld in problem.coefficients.values():
-        if hasattr(fld, "evaluate"):
+        if isinstance(fld, Field):
             check_resolution(fld, h_axis, stacklevel=4)
 
 
@@ -135,7 +136,7 @@ def solve_fine(mesh: dolfinx.mesh.Mesh, problem: Problem, *,
         A.assemble()
         b = dolfinx.fem.petsc.assemble_vector(disc.L)
         dolfinx.fem.petsc.apply_lifting(b, [disc.a], bcs=[bcs])
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)  # type: ignore[arg-type]
         dolfinx.fem.petsc.set_bc(b, bcs)
     t1 = time.perf_counter()
     kind = problem.near_nullspace or ("rigid" if problem.shape else "constant")

@@ -42,6 +42,8 @@ def read_coarse(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfinx.me
     if path.suffix != ".py":
         raise ValueError(f"{path}: expected a .msh file or a .py geometry script")
     spec = importlib.util.spec_from_file_location(f"msfem_mesh_{path.stem}", path)
+    if spec is None or spec.loader is None:  # not for a .py file, but Optional in typeshed
+        raise ValueError(f"{path}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "build"):

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Self
+from typing import Any, Self, TypeAlias, cast
 
 import numpy as np
 import scipy.linalg
@@ -91,10 +91,15 @@ EIGEN_OPTIONS: dict[str, Any] = {
 _PC_FAILED = {v: k for k, v in vars(PETSc.PC.FailedReason).items() if not k.startswith("_")}
 
 Array = np.ndarray
-SparseLike = PETSc.Mat | scipy.sparse.sparray | scipy.sparse.spmatrix | np.ndarray
+SparseLike: TypeAlias = PETSc.Mat | scipy.sparse.sparray | scipy.sparse.spmatrix | np.ndarray
 
 
 # --------------------------------------------------------------------------- helpers
+def _norm_inf(A: PETSc.Mat) -> float:
+    r""":math:`\|A\|_\infty` (the petsc4py stubs type ``norm`` as float or pair of floats)."""
+    return cast(float, A.norm(PETSc.NormType.INFINITY))  # type: ignore[arg-type]
+
+
 def _check_sequential(A: PETSc.Mat, name: str) -> None:
     if A.getComm().getSize() != 1:
         raise ValueError(f"{name} must be a sequential matrix on COMM_SELF, got a matrix on "
@@ -125,7 +130,7 @@ def _csr_to_petsc(M: scipy.sparse.csr_matrix) -> PETSc.Mat:
     M.sort_indices()
     return PETSc.Mat().createAIJ(
         M.shape, csr=(M.indptr.astype(PETSc.IntType), M.indices.astype(PETSc.IntType),
-                      M.data.astype(PETSc.ScalarType)), comm=MPI.COMM_SELF)
+                      M.data.astype(PETSc.ScalarType)), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
 
 
 def _columns(B: Array, n: int, name: str) -> tuple[Array, bool]:
@@ -161,7 +166,7 @@ def _options(prefix: str, merged: Mapping[str, Any]) -> Iterator[None]:
     opts.prefixPush(prefix)
     try:
         for key, value in merged.items():
-            opts[key] = value
+            opts.setValue(key, value)
         yield
     finally:
         opts.prefixPop()
@@ -209,15 +214,16 @@ class _Factorisation:
         same = self.A is not None and self.A.getSize() == (m, n) and self._pattern is not None \
             and np.array_equal(ia, self._pattern[0]) and np.array_equal(ja, self._pattern[1])
         if same:
-            A.copy(self.A, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+            assert self.A is not None  # `same` implies an operator is set
+            A.copy(self.A, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)  # type: ignore[arg-type]
         else:
             if self.A is not None:
                 self.A.destroy()
             self.A = A.duplicate(copy=True)
             self._pattern = (ia.copy(), ja.copy())
             if self.symmetric:
-                self.A.setOption(PETSc.Mat.Option.SYMMETRIC, True)
-                self.A.setOption(PETSc.Mat.Option.SYMMETRY_ETERNAL, True)
+                self.A.setOption(PETSc.Mat.Option.SYMMETRIC, True)  # type: ignore[arg-type]
+                self.A.setOption(PETSc.Mat.Option.SYMMETRY_ETERNAL, True)  # type: ignore[arg-type]
         if self.ksp is None:
             self.ksp = solvers.make_ksp(self.A, self.prefix, self.petsc_options, self.defaults)
         elif not same and self.ksp.getOperators()[0].getSize() != (m, n):
@@ -229,7 +235,7 @@ class _Factorisation:
 
     def _factorise(self) -> None:
         assert self.ksp is not None and self.A is not None
-        self._norm = self.A.norm(PETSc.NormType.INFINITY)
+        self._norm = _norm_inf(self.A)
         try:
             self.ksp.setUp()
         except PETSc.Error as err:
@@ -250,8 +256,8 @@ class _Factorisation:
         X = np.empty((n, k), dtype=PETSc.ScalarType)
         if k == 0:
             return X
-        Bm = PETSc.Mat().createDense((n, k), array=B, comm=MPI.COMM_SELF)
-        Xm = PETSc.Mat().createDense((n, k), comm=MPI.COMM_SELF)
+        Bm = PETSc.Mat().createDense((n, k), array=B, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+        Xm = PETSc.Mat().createDense((n, k), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
         Xm.setUp()
         try:
             try:
@@ -426,7 +432,7 @@ def solve_dirichlet(A: PETSc.Mat, interior: Sequence[int] | Array,
                          f"partition the {n} dofs")
     G2, vector = _columns(G, len(boundary), "G")
     rhs = -(_to_csr(A)[interior][:, boundary] @ G2)
-    isI = PETSc.IS().createGeneral(interior, comm=MPI.COMM_SELF)
+    isI = PETSc.IS().createGeneral(interior, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
     A_II = A.createSubMatrix(isI, isI)
     try:
         with DirichletSolver(A_II, symmetric=symmetric, prefix=prefix,
@@ -686,7 +692,7 @@ def eigensolve(A: PETSc.Mat, B: PETSc.Mat, n: int, *, target: float | None = Non
     if not 0 < n <= N:
         raise ValueError(f"n must be in [1, {N}], got {n}")
     if target is None:
-        target = -1e-6 * A.norm(PETSc.NormType.INFINITY) / B.norm(PETSc.NormType.INFINITY)
+        target = -1e-6 * _norm_inf(A) / _norm_inf(B)
     merged = _factor_defaults(EIGEN_OPTIONS, petsc_options, "st_")
     merged.update(petsc_options or {})
     if str(merged.get("st_pc_type")) not in ("lu", "cholesky"):

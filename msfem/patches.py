@@ -313,6 +313,8 @@ class PatchEngine:
         self.region_cache: dict[Any, Any] = {}
         self._fine_dofs: tuple | None = None
         self._n_cell_meshes = 0
+        self.patch_blocks: dict[tuple, tuple[PETSc.Mat, sp.csr_matrix]] = {}
+        self._numbering = None
 
     def prepare(self, local_cells: np.ndarray, cells: np.ndarray) -> None:
         """Collective set-up for the owned cells (their coarse dofs, in one batch)."""
@@ -335,12 +337,59 @@ class PatchEngine:
             gc.collect()
         return CellMesh(self, cell)
 
+    def fine_numbering(self):
+        """The :class:`~msfem.transfer.LatticeNumbering` of the fine space (cached).
+
+        Collective on the first call.
+        """
+        from msfem.transfer import LatticeNumbering
+
+        if self._numbering is None:
+            self._numbering = LatticeNumbering(self.problem.function_space(self.hierarchy.fine),
+                                               self.hierarchy)
+        return self._numbering
+
     def fine_dof_coordinates(self) -> tuple[dolfinx.fem.FunctionSpace, np.ndarray]:
         """The distributed fine space and its dof coordinates (cached)."""
         if self._fine_dofs is None:
             Vf = self.problem.function_space(self.hierarchy.fine)
             self._fine_dofs = (Vf, Vf.tabulate_dof_coordinates()[:, : self.hierarchy.dim])
         return self._fine_dofs
+
+    def extract_patches(self, placements: list[tuple[PatchMesh, tuple[int, ...]]]) -> None:
+        """Take the blocks of many patches from one assembly of the fine operator (collective).
+
+        The distributed fine operator :math:`A_h` is assembled once and every patch's
+        :math:`A_{II}` and :math:`A_{IB}` (rows and columns in the patch mesh's order) are
+        extracted with one ``MatCreateSubMatrices`` call each: an interior dof's support
+        lies in the patch, so these blocks equal those of the patch assembled on its own.
+        ``placements`` lists (patch mesh, first fine square) of this rank's patches.
+        """
+        h = self.hierarchy
+        deg = self.problem.degree
+        with dolfinx.common.Timer("~msfem: offline (fine operator, patch blocks)"):
+            numbering = self.fine_numbering()
+            V = numbering.V
+            A = dolfinx.fem.petsc.assemble_matrix(self.problem.discretise(V).a)
+            A.assemble()
+            shape = np.array(h.N) * h.M * deg + 1
+            ids = [np.ravel_multi_index(tuple((pm.dof_index + np.array(lo) * deg).T), shape,
+                                        order="F") for pm, lo in placements]
+            sizes = np.cumsum([0] + [len(i) for i in ids])
+            blocks = numbering.blocks(np.concatenate(ids) if ids else np.zeros(0, dtype=int))
+            isI, isB = [], []
+            for (pm, _), a, b in zip(placements, sizes[:-1], sizes[1:]):
+                dofs = expand_blocks(blocks[a:b], self.bs).astype(PETSc.IntType)
+                isI.append(PETSc.IS().createGeneral(dofs[pm.interior], comm=MPI.COMM_SELF))
+                isB.append(PETSc.IS().createGeneral(dofs[pm.boundary], comm=MPI.COMM_SELF))
+            sub_II = A.createSubMatrices(isI, isI)
+            sub_IB = A.createSubMatrices(isI, isB)
+            self.patch_blocks = {}
+            for (pm, lo), A_II, A_IB in zip(placements, sub_II, sub_IB):
+                self.patch_blocks[(id(pm), tuple(lo))] = (A_II, to_csr(A_IB))
+                A_IB.destroy()
+            for obj in (*isI, *isB, A):
+                obj.destroy()
 
     # ------------------------------------------------------------------ solvers
     def factorise(self, pm: PatchMesh, A: PETSc.Mat, what: str) -> PETSc.KSP:
@@ -378,12 +427,16 @@ class PatchEngine:
         X.destroy()
         return out
 
-    def dirichlet(self, pm: PatchMesh, G: np.ndarray, what: str) -> tuple[np.ndarray,
-                                                                             sp.csr_matrix]:
+    def dirichlet(self, pm: PatchMesh, G: np.ndarray, what: str,
+                  lo: tuple[int, ...] | None = None) -> tuple[np.ndarray, sp.csr_matrix | None]:
         r"""Solve :math:`A_{II}\Psi_I = -A_{IB}G`, :math:`\Psi_B = G` on the patch mesh.
 
-        Returns Ψ (all dofs × functions) and the patch matrix A (CSR).
+        Returns Ψ (all dofs × functions) and the patch matrix A (CSR). With ``lo`` (the
+        patch's first fine square) of a patch prepared by :meth:`extract_patches`, the
+        blocks come from the fine operator and the patch matrix is not formed (``None``).
         """
+        if lo is not None and (id(pm), tuple(lo)) in self.patch_blocks:
+            return self._dirichlet_from_blocks(pm, G, what, lo), None
         A = pm.assemble()
         ksp = self.factorise(pm, A, what)
         A_csr = to_csr(A)
@@ -392,6 +445,31 @@ class PatchEngine:
         psi[pm.interior] = self.solve_many(ksp, rhs, what)
         psi[pm.boundary] = G
         return psi, A_csr
+
+    def _dirichlet_from_blocks(self, pm: PatchMesh, G: np.ndarray, what: str,
+                               lo: tuple[int, ...]) -> np.ndarray:
+        A_II, A_IB = self.patch_blocks.pop((id(pm), tuple(lo)))
+        t0 = time.perf_counter()
+        if pm.A_II is None:
+            pm.A_II = A_II
+            pm.ksp = solvers.make_ksp(pm.A_II, "msfem_local_", self.petsc_options,
+                                      solvers.LOCAL_OPTIONS)
+        else:
+            A_II.copy(pm.A_II, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+            A_II.destroy()
+            pm.ksp.setOperators(pm.A_II)
+        try:
+            pm.ksp.setUp()
+        except PETSc.Error as err:
+            raise solvers.SolverError(
+                f"local factorisation failed on {what}: {err}. Check that the coefficient "
+                f"is positive there.") from err
+        self.t_petsc += time.perf_counter() - t0
+        rhs = -(A_IB @ G)
+        psi = np.empty((len(pm.interior) + len(pm.boundary), G.shape[1]))
+        psi[pm.interior] = self.solve_many(pm.ksp, rhs, what)
+        psi[pm.boundary] = G
+        return psi
 
     def dirichlet_unstructured(self, cm: CellMesh, A: PETSc.Mat, G: np.ndarray,
                                what: str) -> np.ndarray:

@@ -205,7 +205,7 @@ class Discretisation:
         self.a_ufl = self._with_quadrature(problem.bilinear(u, v, **self.coefficient_expressions()))
         self.a = dolfinx.fem.form(self.a_ufl)
         self._sources = [as_ufl(problem.source, mesh)] if _nonzero(problem.source) else []
-        L = 0
+        L: ufl.Form | None = None
         if self._sources:
             L = ufl.inner(self._as_value(self._sources[0].expr), v) * ufl.dx
         if problem.linear is not None:
@@ -215,17 +215,18 @@ class Discretisation:
                 raise ValueError(
                     f"Problem.linear may only hold cell integrals (dx), got {sorted(kinds)}; "
                     f"give boundary loads as Problem(neumann=[Neumann(value, marker)])")
-            L = user if isinstance(L, int) else L + user
+            L = user if L is None else L + user
         ds_terms = []
         if problem.neumann:
-            facets, tags = [], []
+            facet_lists: list[np.ndarray] = []
+            tag_lists: list[np.ndarray] = []
             for k, bc in enumerate(problem.neumann):
                 f = np.asarray(boundary_facets(bc.marker), dtype=np.int32)
-                facets.append(f)
-                tags.append(np.full(len(f), k + 1, dtype=np.int32))
-            facets = np.concatenate(facets)
+                facet_lists.append(f)
+                tag_lists.append(np.full(len(f), k + 1, dtype=np.int32))
+            facets = np.concatenate(facet_lists)
             order = np.argsort(facets)
-            facets, tags = facets[order], np.concatenate(tags)[order]
+            facets, tags = facets[order], np.concatenate(tag_lists)[order]
             facets, first = np.unique(facets, return_index=True)
             mt = dolfinx.mesh.meshtags(mesh, tdim - 1, facets, tags[first])
             ds = ufl.Measure("ds", domain=mesh, subdomain_data=mt)
@@ -236,8 +237,8 @@ class Discretisation:
                 self._sources.append(t)
                 ds_terms.append(ufl.inner(self._as_value(t.expr), v) * ds(k + 1))
         for term in ds_terms:
-            L = L + term
-        if isinstance(L, int):  # no load at all: L = 0 * v * dx
+            L = term if L is None else L + term
+        if L is None:  # no load at all: L = 0 * v * dx
             zero = dolfinx.fem.Constant(mesh, np.zeros(problem.shape))
             L = ufl.inner(zero, v) * ufl.dx
         self.L_ufl = self._with_quadrature(L)

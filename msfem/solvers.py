@@ -60,7 +60,7 @@ def make_ksp(
     opts.prefixPush(prefix)
     try:
         for key, value in merged.items():
-            opts[key] = value
+            opts.setValue(key, value)
         ksp.setFromOptions()
         ksp.getPC().setFromOptions()
     finally:
@@ -72,7 +72,7 @@ def make_ksp(
 
 def check(ksp: PETSc.KSP, what: str) -> None:
     """Raise :class:`SolverError` if the last solve of ``ksp`` diverged."""
-    reason = ksp.getConvergedReason()
+    reason: int = ksp.getConvergedReason()  # type: ignore[assignment]  # an int at runtime
     if reason < 0:
         raise SolverError(
             f"{what}: PETSc KSP diverged with reason {_REASONS.get(reason, reason)} after "

@@ -143,6 +143,7 @@ class MultiscaleSpace:
         engine.region_cache.clear()
         _, cells = h.owned_coarse_cells
         cells = self.method.schedule(h, cells)
+        self.method.prepare(engine, cells)
         n = len(cells)
         step = max(1, -(-n // 10))
 
@@ -175,7 +176,13 @@ class MultiscaleSpace:
         same = cached is not None and cached.V.mesh is V.mesh and \
             cached.V.ufl_element() == V.ufl_element()  # same mesh + element: same dof layout
         if not same:
-            numbering = None if self.unstructured else LatticeNumbering(V, self.hierarchy)
+            numbering = None
+            if not self.unstructured:
+                cached_numbering = self._engine._numbering if self._engine else None
+                same_space = cached_numbering is not None and cached_numbering.V.mesh is \
+                    V.mesh and cached_numbering.V.ufl_element() == V.ufl_element()
+                numbering = cached_numbering if same_space else \
+                    LatticeNumbering(V, self.hierarchy)
             self._fine_map = FineMap(V, [np.asarray(e.fine_dofs) for e in self.elements],
                                      numbering)
         return self._fine_map

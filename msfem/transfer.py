@@ -34,9 +34,9 @@ def expand_blocks(blocks: np.ndarray, bs: int) -> np.ndarray:
 
 
 def _scatter_to_local(vec: PETSc.Vec, indices: np.ndarray) -> tuple[PETSc.Scatter, PETSc.Vec]:
-    local = PETSc.Vec().createSeq(len(indices), comm=MPI.COMM_SELF)
-    is_from = PETSc.IS().createGeneral(np.asarray(indices, dtype=PETSc.IntType), comm=MPI.COMM_SELF)
-    scatter = PETSc.Scatter().create(vec, is_from, local, None)
+    local = PETSc.Vec().createSeq(len(indices), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+    is_from = PETSc.IS().createGeneral(np.asarray(indices, dtype=PETSc.IntType), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+    scatter = PETSc.Scatter().create(vec, is_from, local, None)  # type: ignore[arg-type]
     is_from.destroy()
     return scatter, local
 
@@ -57,11 +57,11 @@ class LatticeNumbering:
         lattice = hierarchy.dof_lattice(V)[: imap.size_local]
         petsc_idx = np.arange(*imap.local_range, dtype=np.int64)
         self.ao = PETSc.AO().createMapping(lattice.astype(PETSc.IntType),
-                                           petsc_idx.astype(PETSc.IntType), comm=V.mesh.comm)
+                                           petsc_idx.astype(PETSc.IntType), comm=V.mesh.comm)  # type: ignore[arg-type]
 
     def blocks(self, lattice: np.ndarray) -> np.ndarray:
         """Global dof blocks of the lattice ids ``lattice`` (-1 where none)."""
-        return np.asarray(self.ao.app2petsc(np.asarray(lattice, dtype=PETSc.IntType)),
+        return np.asarray(self.ao.app2petsc(np.asarray(lattice, dtype=PETSc.IntType)),  # type: ignore[arg-type]
                           dtype=np.int64)
 
     def values_at(self, u: dolfinx.fem.Function, x: np.ndarray) -> np.ndarray:
@@ -71,7 +71,7 @@ class LatticeNumbering:
             raise ValueError("points outside the lattice of the source space")
         vec = u.x.petsc_vec
         scatter, local = _scatter_to_local(vec, expand_blocks(blocks, self.bs))
-        scatter.scatter(vec, local, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
+        scatter.scatter(vec, local, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)  # type: ignore[arg-type]
         out = local.getArray(readonly=True).copy().reshape(-1, self.bs)
         scatter.destroy()
         local.destroy()
@@ -110,29 +110,30 @@ class FineMap:
         blocks = numbering.blocks(ids) if numbering is not None else ids
         self.global_dofs = expand_blocks(blocks, self.bs)
         self.offsets = np.concatenate([[0], np.cumsum(np.array(self.sizes, dtype=int) * self.bs)])
-        self._scatter: PETSc.Scatter | None = None
+        self._scatter: tuple[PETSc.Scatter, PETSc.Vec] | None = None
         self._inv_count: dolfinx.fem.Function | None = None
 
-    def _ensure_scatter(self, vec: PETSc.Vec) -> None:
+    def _ensure_scatter(self, vec: PETSc.Vec) -> tuple[PETSc.Scatter, PETSc.Vec]:
+        """The scatter from ``vec``'s layout to the element-local dofs, and the local vector."""
         if self._scatter is None:
-            self._scatter, self._local = _scatter_to_local(vec, self.global_dofs)
+            self._scatter = _scatter_to_local(vec, self.global_dofs)
+        return self._scatter
 
     def gather(self, u: dolfinx.fem.Function) -> list[np.ndarray]:
         """Values of ``u`` on the fine dofs of each owned element (element order)."""
         vec = u.x.petsc_vec
-        self._ensure_scatter(vec)
-        self._scatter.scatter(vec, self._local, addv=PETSc.InsertMode.INSERT,
-                              mode=PETSc.ScatterMode.FORWARD)
-        arr = self._local.getArray(readonly=True).copy()
+        scatter, local = self._ensure_scatter(vec)
+        scatter.scatter(vec, local, addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)  # type: ignore[arg-type]
+        arr = local.getArray(readonly=True).copy()
         return [arr[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
     def _sum(self, values: np.ndarray, out: PETSc.Vec) -> None:
         """``out`` = Σ over elements of the element-local ``values`` (reverse scatter, ADD)."""
-        self._ensure_scatter(out)
+        scatter, local = self._ensure_scatter(out)
         out.set(0.0)
-        self._local.setArray(values)
-        self._scatter.scatter(self._local, out, addv=PETSc.InsertMode.ADD_VALUES,
-                              mode=PETSc.ScatterMode.REVERSE)
+        local.setArray(values)  # type: ignore[arg-type]
+        scatter.scatter(local, out, addv=PETSc.InsertMode.ADD_VALUES,  # type: ignore[arg-type]
+                        mode=PETSc.ScatterMode.REVERSE)  # type: ignore[arg-type]
 
     def _inverse_count(self) -> PETSc.Vec:
         if self._inv_count is None:
@@ -176,7 +177,7 @@ class CoarseGather:
 
     def __call__(self, vec: PETSc.Vec) -> list[np.ndarray]:
         """Element-wise values of ``vec`` (collective)."""
-        self._scatter.scatter(vec, self._local, addv=PETSc.InsertMode.INSERT,
-                              mode=PETSc.ScatterMode.FORWARD)
+        self._scatter.scatter(vec, self._local, addv=PETSc.InsertMode.INSERT,  # type: ignore[arg-type]
+                              mode=PETSc.ScatterMode.FORWARD)  # type: ignore[arg-type]
         arr = self._local.getArray(readonly=True).copy()
         return [arr[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]

@@ -66,7 +66,7 @@ from msfem.homogenization.cell import (
     solve_cell_problems,
     solve_checked,
 )
-from msfem.homogenization.periodic import box_bounds, periodic_map
+from msfem.homogenization.periodic import PeriodicMap, box_bounds, periodic_map
 
 __all__ = [
     "BOUNDARY_CONDITIONS",
@@ -136,7 +136,7 @@ class WindowProblem:
         self.mesh = mesh
         d = self.dim = mesh.geometry.dim
         self.vector = vector
-        self._pmap = None
+        self._pmap: PeriodicMap | None = None
         self.lower, self.upper = box_bounds(mesh)
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree, (d,) if vector else ()))
         self.grad = (lambda w: ufl.sym(ufl.grad(w))) if vector else ufl.grad
@@ -187,12 +187,13 @@ class WindowProblem:
         verts = dolfinx.mesh.locate_entities(
             self.mesh, 0, lambda x: np.linalg.norm(x[: self.dim].T - point, axis=1) < tol)
         bcs = []
+        zero = np.zeros((), dtype=PETSc.ScalarType)
         if not self.vector:
             dofs = dolfinx.fem.locate_dofs_topological(self.V, 0, verts)
-            return [dolfinx.fem.dirichletbc(PETSc.ScalarType(0), dofs, self.V)]
+            return [dolfinx.fem.dirichletbc(zero, dofs, self.V)]
         for c in components:
             dofs = dolfinx.fem.locate_dofs_topological(self.V.sub(c), 0, verts)
-            bcs.append(dolfinx.fem.dirichletbc(PETSc.ScalarType(0), dofs, self.V.sub(c)))
+            bcs.append(dolfinx.fem.dirichletbc(zero, dofs, self.V.sub(c)))
         return bcs
 
     def _pins(self) -> list:
@@ -225,9 +226,9 @@ class WindowProblem:
                 g.interpolate(lambda x, E=E: E @ x[: self.dim])  # u = E x (exact in V)
                 with b.localForm() as loc:
                     loc.set(0.0)
-                dolfinx.fem.petsc.assemble_vector(b, self.zero_rhs)
+                dolfinx.fem.petsc.assemble_vector(b, self.zero_rhs)  # type: ignore[arg-type]
                 dolfinx.fem.petsc.apply_lifting(b, [self.a], bcs=[[bc]])
-                b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+                b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)  # type: ignore[arg-type]
                 dolfinx.fem.petsc.set_bc(b, [bc])
                 u = dolfinx.fem.Function(self.V, name=f"u_{k}")
                 solve_checked(ksp, b, u.x.petsc_vec, f"window problem ({faces}) load {k}")
@@ -251,8 +252,8 @@ class WindowProblem:
                 self.E.value[...] = S
                 with b.localForm() as loc:
                     loc.set(0.0)
-                dolfinx.fem.petsc.assemble_vector(b, self.static_rhs)
-                b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+                dolfinx.fem.petsc.assemble_vector(b, self.static_rhs)  # type: ignore[arg-type]
+                b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)  # type: ignore[arg-type]
                 dolfinx.fem.petsc.set_bc(b, bcs)
                 u = dolfinx.fem.Function(self.V, name=f"u_{k}")
                 solve_checked(ksp, b, u.x.petsc_vec, f"window problem (SUBC) load {k}")

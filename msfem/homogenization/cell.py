@@ -137,7 +137,7 @@ def coefficient_expression(mesh: dolfinx.mesh.Mesh, a: Coefficient) -> Any:
     if isinstance(a, ufl.core.expr.Expr):  # Function, Constant or any UFL expression
         return a
     if isinstance(a, (int, float, np.floating, np.integer)):
-        return dolfinx.fem.Constant(mesh, PETSc.ScalarType(a))
+        return dolfinx.fem.Constant(mesh, dolfinx.default_scalar_type(a))
     if isinstance(a, np.ndarray):
         return dolfinx.fem.Constant(mesh, np.asarray(a, dtype=PETSc.ScalarType))
     if callable(a):
@@ -186,7 +186,7 @@ def _sample_midpoints(mesh: dolfinx.mesh.Mesh, expr: Any) -> tuple[np.ndarray, n
     cells = np.arange(n, dtype=np.int32)
     ref = basix.geometry(mesh.basix_cell()).mean(axis=0)[None, :]
     if not ufl.domain.extract_domains(expr):  # constant-valued UFL: attach the mesh
-        expr = dolfinx.fem.Constant(mesh, PETSc.ScalarType(1.0)) * expr
+        expr = dolfinx.fem.Constant(mesh, dolfinx.default_scalar_type(1.0)) * expr
     values = dolfinx.fem.Expression(expr, ref).eval(mesh, cells).reshape(n, -1)
     mid = dolfinx.mesh.compute_midpoints(mesh, tdim, cells)[:, : mesh.geometry.dim]
     return values, mid
@@ -308,10 +308,10 @@ def solve_cell_problems(
             load.value[...] = E
             with b.localForm() as loc:
                 loc.set(0.0)
-            dolfinx.fem.petsc.assemble_vector(b, rhs)
-            b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+            dolfinx.fem.petsc.assemble_vector(b, rhs)  # type: ignore[arg-type]
+            b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)  # type: ignore[arg-type]
             pmap.reduce_vector(b, b_red)
-            b_red.setValues(pinned, np.zeros(len(pinned)))
+            b_red.setValues(pinned, np.zeros(len(pinned)))  # type: ignore[arg-type]
             b_red.assemble()
             solve_checked(ksp, b_red, x_red, f"cell problem {k}")
             chi = dolfinx.fem.Function(V, name=f"chi_{k}")

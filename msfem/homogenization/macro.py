@@ -34,6 +34,7 @@ table of tensors is then shared by an allgather over the coarse cells.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -99,7 +100,7 @@ def _periodic_coefficient(problem: Problem, *, periodic: bool = True) -> Field:
             f"{list(problem.coefficients)} and value shape {problem.shape}")
     name, what = HOMOGENIZED_COEFFICIENTS[problem.operator]
     fld = problem.coefficients[name]
-    if periodic and not isinstance(fld, PERIODIC_FIELDS):
+    if not isinstance(fld, Field) or (periodic and not isinstance(fld, PERIODIC_FIELDS)):
         raise ValueError(
             f"homogenization needs a periodic {what} {name!r} "
             f"({', '.join(c.__name__ for c in PERIODIC_FIELDS)}),"
@@ -121,9 +122,17 @@ def _unit_cell(dim: int, n: int) -> dolfinx.mesh.Mesh:
                                          dolfinx.mesh.CellType.hexahedron)
 
 
+def _period(fld: Field) -> float:
+    """The period ε of ``fld`` (the cell problems need one)."""
+    if fld.eps is None:
+        raise ValueError(f"cell problems need a periodic field, got {type(fld).__name__} "
+                         f"without a period (eps)")
+    return float(fld.eps)
+
+
 def _on_cell(fld: Field, cell: dolfinx.mesh.Mesh):
     r"""The cell coefficient :math:`y \mapsto \mathrm{fld}(\varepsilon y)` on the unit cell."""
-    eps = float(fld.eps)
+    eps = _period(fld)
     expr = fld.symbolic(eps * ufl.SpatialCoordinate(cell))
     if expr is not None:
         return expr
@@ -157,7 +166,7 @@ def _cached_cell_solution(fld: Field, n: int, degree: int, nu: float | None) -> 
     else:
         result = effective_elasticity(cell, a * (nu / ((1 + nu) * (1 - 2 * nu))),
                                       a * (1 / (2 * (1 + nu))), degree=degree)
-    return CellSolution(np.array(result.tensor), tuple(result.correctors), float(fld.eps))
+    return CellSolution(np.array(result.tensor), tuple(result.correctors), _period(fld))
 
 
 def local_effective_tensors(hierarchy, fld: LocallyPeriodic, n: int = 16,
@@ -200,6 +209,10 @@ def homogenized_problem(problem: Problem, hierarchy=None) -> Problem:
     fld = _periodic_coefficient(problem, periodic=False)
     if problem.operator == "elasticity":
         return _homogenized_elasticity(problem, _periodic_coefficient(problem))
+    if isinstance(problem.source, Sequence):
+        raise ValueError(f"a homogenized diffusion problem needs a scalar source, got "
+                         f"{problem.source!r}")
+    A_star: Field
     if isinstance(fld, LocallyPeriodic):
         if hierarchy is None:
             raise ValueError("a locally periodic coefficient needs the hierarchy (one cell "

@@ -28,6 +28,7 @@ import dolfinx
 import dolfinx.fem
 import dolfinx.mesh
 import numpy as np
+import numpy.typing as npt
 from mpi4py import MPI
 from scipy.spatial import cKDTree
 
@@ -156,8 +157,8 @@ class DiscPacking:
 
 
 def random_sequential_addition(
-    lower: Sequence[float],
-    upper: Sequence[float],
+    lower: npt.ArrayLike,
+    upper: npt.ArrayLike,
     *,
     radius: float,
     fraction: float,
@@ -221,9 +222,10 @@ def random_sequential_addition(
         except ValueError as err:
             return str(err)
 
-    result = draw() if comm is None or comm.rank == 0 else None
-    if comm is not None and comm.size > 1:
-        result = comm.bcast(result, root=0)
+    if comm is None or comm.size == 1:
+        result = draw()
+    else:  # drawn on rank 0, broadcast to the others
+        result = comm.bcast(draw() if comm.rank == 0 else None, root=0)
     if isinstance(result, str):
         raise ValueError(result)
     return result

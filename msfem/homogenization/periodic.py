@@ -238,7 +238,7 @@ def periodic_map(V: dolfinx.fem.FunctionSpace) -> PeriodicMap:
     vals = np.ones(rows, dtype=PETSc.ScalarType)
     P = PETSc.Mat().createAIJ(
         size=((rows, imap.size_global * bs), (n_master_own * bs, num_masters * bs)),
-        bsize=bs, csr=(indptr, cols, vals), comm=comm,
+        bsize=bs, csr=(indptr, cols, vals), comm=comm,  # type: ignore[arg-type]
     )
     P.assemble()
     corner_dofs = np.array([bs * corner + c for c in range(bs)], dtype=np.int64)
@@ -358,4 +358,6 @@ def disc_cell(
             gmsh.model.remove()
             if initialized_here:
                 gmsh.finalize()
+    if data.cell_tags is None:  # the model has physical surfaces, so dolfinx tags the cells
+        raise RuntimeError("disc_cell: gmsh returned no cell tags")
     return data.mesh, data.cell_tags

@@ -20,7 +20,9 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -180,11 +182,12 @@ def rve_size_study(
             dolfinx.mesh.CellType.quadrilateral)
         Q = dolfinx.fem.functionspace(mesh, ("DG", 0))
         coeff = dolfinx.fem.Function(Q, name=microstructure)
-        win = WindowProblem(mesh, False, lambda g, c=coeff: c * g, degree, None)
+        win = WindowProblem(mesh, False, functools.partial(operator.mul, coeff), degree, None)
         phase = dolfinx.fem.Function(Q, name="phase")
         phase_form = dolfinx.fem.form(phase * ufl.dx(domain=mesh))
         for r in range(n_realisations):
             rseed = [seed, int(size), r]
+            inside: Callable[[np.ndarray], np.ndarray]
             if inclusions:
                 packing = random_sequential_addition(
                     lo, hi, radius=inclusion_radius, fraction=fraction, seed=rseed,

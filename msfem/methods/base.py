@@ -54,6 +54,10 @@ class Parameters(pydantic.BaseModel):
                                        arbitrary_types_allowed=True)
 
 
+#: Module-level alias: inside :class:`Method` the name ``Parameters`` is the class attribute.
+_Parameters = Parameters
+
+
 @dataclass
 class ElementData:
     r"""What one coarse cell contributes to the coarse system.
@@ -109,11 +113,11 @@ class Method(abc.ABC):
     #: Registry name of the method family.
     name: ClassVar[str] = "method"
     #: The method's typed parameters.
-    Parameters: ClassVar[type[Parameters]] = Parameters
+    Parameters: ClassVar[type[_Parameters]] = _Parameters
     #: The name it was created under (:func:`create`), e.g. an MsFEM variant.
     registry_name: str | None = None
 
-    def __init__(self, params: Parameters | None = None, **kwargs: Any):
+    def __init__(self, params: _Parameters | None = None, **kwargs: Any):
         if params is not None and kwargs:
             raise TypeError("give either a Parameters instance or keyword arguments")
         self.params = params if params is not None else self.Parameters(**kwargs)
@@ -153,6 +157,9 @@ class Method(abc.ABC):
     def schedule(self, hierarchy: Any, cells: np.ndarray) -> np.ndarray:
         """Order of the owned cells in the offline loop (e.g. cells sharing a patch in a row)."""
         return cells
+
+    def prepare(self, engine: PatchEngine, cells: np.ndarray) -> None:  # noqa: B027
+        """Per-rank set-up before the loop over the owned ``cells`` (e.g. one assembly)."""
 
     @abc.abstractmethod
     def local(self, cell: int, engine: PatchEngine) -> ElementData:

@@ -218,6 +218,17 @@ class MsFEM(Method):
         los = np.array([self.patch(hierarchy, int(c)).lo for c in cells])
         return cells[np.lexsort(los.T[::-1])]
 
+    def prepare(self, engine: PatchEngine, cells: np.ndarray) -> None:
+        """Oversampled patches: their blocks from one assembly of the fine operator."""
+        h = engine.hierarchy
+        if engine.unstructured or self.layers(h) == 0 or self.boundary == "none":
+            return  # S = K: the K-mesh is assembled anyway (element matrix, energy norm)
+        placements = {}
+        for c in cells:
+            patch = self.patch(h, int(c))
+            placements[(patch.shape, patch.lo)] = (engine.patch_mesh(patch.shape), patch.lo)
+        engine.extract_patches(list(placements.values()))
+
     def patch(self, hierarchy, cell: int) -> Patch:
         """The patch S of coarse cell ``cell`` (box around K, or its sampling region)."""
         os = self.oversampling(hierarchy)
@@ -255,7 +266,7 @@ class MsFEM(Method):
             psi, A_csr = cached[1], None
         else:
             G = self._boundary_data(S, patch, K_vertices, h, bs, engine)
-            psi, A_csr = engine.dirichlet(S, G, what)
+            psi, A_csr = engine.dirichlet(S, G, what, lo=patch.lo if oversampled else None)
             if self.oversampling(h).sampling_region is not None:
                 engine.region_cache["msfem"] = ((region, self.params), psi)
         # restrict to K (K-mesh dof order) and normalise: φ_i(x_k) = δ_ik
