@@ -62,6 +62,7 @@ class CoarseSolution:
 
     def reconstruct(self, V: dolfinx.fem.FunctionSpace | None = None) -> dolfinx.fem.Function:
         r"""The fine-scale reconstruction :math:`u_{ms} = \sum_i U_i\phi_i` on the fine space."""
+        self.space.check_fine_basis("reconstruct()")
         t0 = time.perf_counter()
         fmap = self.fine_map(V)
         values = [e.trial @ U for e, U in zip(self.space.elements, self.element_values())]
@@ -77,6 +78,7 @@ class CoarseSolution:
         """
         from msfem import norms
 
+        self.space.check_fine_basis("errors()")
         h = self.space.hierarchy
         fmap = self.fine_map(u_ref.function_space)
         local_ref = fmap.gather(u_ref)
@@ -90,7 +92,7 @@ class CoarseSolution:
             ref = self._vertex_reference(local_ref)
         else:
             ref = LatticeNumbering(u_ref.function_space, h).values_at(u_ref, xc)
-        out.update(norms.nodal_errors(vals, ref, h.H, h.comm))
+        out.update(norms.nodal_errors(vals, ref, [float(H) for H in h.H], h.comm))
         return out
 
     def _vertex_reference(self, local_ref: list[np.ndarray]) -> np.ndarray:
@@ -104,6 +106,11 @@ class CoarseSolution:
         vec = f.x.petsc_vec
         vec.set(0.0)
         for e, ref in zip(self.space.elements, local_ref):
+            if e.vertex_blocks is None:
+                raise ValueError(
+                    f"nodal errors on an unstructured hierarchy need the positions of the "
+                    f"coarse vertices among the fine dofs, but method {self.space.name!r} has "
+                    f"no fine basis on coarse cell {e.cell} (vertex_blocks is None)")
             rows = expand_blocks(e.vertex_blocks, bs)
             vec.setValues(e.cols.astype(PETSc.IntType), ref[rows],
                           addv=PETSc.InsertMode.INSERT_VALUES)
@@ -133,7 +140,7 @@ def assemble_coarse(space: MultiscaleSpace) -> tuple[PETSc.Mat, PETSc.Vec]:
     cs = space.coarse
     comm = space.hierarchy.comm
     n = cs.size_local
-    A = PETSc.Mat().create(comm=comm)
+    A = PETSc.Mat().create(comm=comm)  # type: ignore[arg-type]
     A.setSizes(((n, PETSc.DETERMINE), (n, PETSc.DETERMINE)))
     A.setType(PETSc.Mat.Type.AIJ)
     els = space.elements
@@ -144,13 +151,14 @@ def assemble_coarse(space: MultiscaleSpace) -> tuple[PETSc.Mat, PETSc.Vec]:
     else:
         rows = cols = np.zeros(0, dtype=np.int64)
         vals = np.zeros(0)
-    A.setPreallocationCOO(rows.astype(PETSc.IntType), cols.astype(PETSc.IntType))
-    A.setValuesCOO(vals, addv=PETSc.InsertMode.ADD_VALUES)
+    A.setPreallocationCOO(rows.astype(PETSc.IntType), cols.astype(PETSc.IntType))  # type: ignore[arg-type]
+    A.setValuesCOO(vals, addv=PETSc.InsertMode.ADD_VALUES)  # type: ignore[arg-type]
     A.assemble()
     b = A.createVecLeft()
     b.set(0.0)
     for e in els:
-        b.setValues(e.rows.astype(PETSc.IntType), e.b, addv=PETSc.InsertMode.ADD_VALUES)
+        b.setValues(e.rows.astype(PETSc.IntType), e.b,  # type: ignore[arg-type]
+                    addv=PETSc.InsertMode.ADD_VALUES)  # type: ignore[arg-type]
     b.assemble()
     return A, b
 
@@ -172,7 +180,7 @@ def assemble_coarse_ptap(space: MultiscaleSpace) -> tuple[PETSc.Mat, PETSc.Vec]:
     A_h = dolfinx.fem.petsc.assemble_matrix(disc.a)
     A_h.assemble()
     b_h = dolfinx.fem.petsc.assemble_vector(disc.L)
-    b_h.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+    b_h.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)  # type: ignore[arg-type]
     P = prolongation(space, V)
     A = A_h.PtAP(P)
     b = P.createVecRight()
@@ -206,9 +214,9 @@ def solve(space: MultiscaleSpace, *, petsc_options: Mapping[str, Any] | None = N
         x = _petsc_vec(U)
         grow = rows.astype(PETSc.IntType)
         x.set(0.0)
-        x.setValues(grow, vals)
+        x.setValues(grow, vals)  # type: ignore[arg-type]
         x.assemble()
-        A.zeroRowsColumns(grow, diag=1.0, x=x, b=b)
+        A.zeroRowsColumns(grow, diag=1.0, x=x, b=b)  # type: ignore[arg-type]
     t1 = time.perf_counter()
     ksp = solvers.make_ksp(A, prefix, petsc_options, solvers.DIRECT_OPTIONS)
     with dolfinx.common.Timer("~msfem: online (coarse solve)"):
@@ -235,13 +243,17 @@ def prolongation(space: MultiscaleSpace, V: dolfinx.fem.FunctionSpace) -> PETSc.
     nf = V.dofmap.index_map.size_local * bs
     nc = space.coarse.size_local
     counts = np.concatenate(fmap.multiplicity()) if space.elements else np.zeros(0)
-    P = PETSc.Mat().createAIJ(((nf, None), (nc, None)), comm=V.mesh.comm)
+    P = PETSc.Mat().createAIJ(((nf, PETSc.DETERMINE), (nc, PETSc.DETERMINE)), comm=V.mesh.comm)
     P.setPreallocationNNZ((8 * bs, 8 * bs))
-    P.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
+    P.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)  # type: ignore[arg-type]
     for k, e in enumerate(space.elements):
+        if e.trial is None:
+            raise ValueError(
+                f"the prolongation needs the fine basis of every coarse cell, but method "
+                f"{space.name!r} has none on coarse cell {e.cell} (trial is None)")
         rows = fmap.global_dofs[fmap.offsets[k]:fmap.offsets[k + 1]].astype(PETSc.IntType)
         w = counts[fmap.offsets[k]:fmap.offsets[k + 1]]
-        P.setValues(rows, e.cols.astype(PETSc.IntType), e.trial / w[:, None],
-                    addv=PETSc.InsertMode.ADD_VALUES)
+        P.setValues(rows, e.cols.astype(PETSc.IntType), e.trial / w[:, None],  # type: ignore[arg-type]
+                    addv=PETSc.InsertMode.ADD_VALUES)  # type: ignore[arg-type]
     P.assemble()
     return P

@@ -19,7 +19,7 @@ structured coarse cell, fine node or dof, independent of the MPI partition.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -84,7 +84,8 @@ def locate_sub(t: np.ndarray, split: np.ndarray) -> np.ndarray:
 
 def create_lattice_mesh(
     comm: MPI.Comm, cell_type: str, shape: Sequence[int], spacing: Sequence[float],
-    origin: Sequence[float] | None = None, keep=None,
+    origin: Sequence[float] | None = None,
+    keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[dolfinx.mesh.Mesh, np.ndarray]:
     """A structured mesh of ``shape`` lattice squares/cubes of size ``spacing``.
 
@@ -95,23 +96,23 @@ def create_lattice_mesh(
     index ``(square multi-index..., sub)`` it was made from (shape (n_cells, d+1)).
     """
     dim, ct = CELL_TYPES[cell_type]
-    shape = np.asarray(shape, dtype=int)
-    origin = np.zeros(dim) if origin is None else np.asarray(origin, dtype=float)[:dim]
+    n_squares = tuple(int(n) for n in shape)
+    x0 = np.zeros(dim) if origin is None else np.asarray(origin, dtype=float)[:dim]
     split = _reference_split(cell_type)
-    squares = np.array(list(itertools.product(*[range(n) for n in shape[::-1]])))[:, ::-1]
+    squares = np.array(list(itertools.product(*[range(n) for n in n_squares[::-1]])))[:, ::-1]
     nsub = split.shape[0]
     sq = np.repeat(squares, nsub, axis=0)
     sub = np.tile(np.arange(nsub), len(squares))
     if keep is not None:
         mask = np.asarray(keep(sq.T, sub), dtype=bool)
         sq, sub = sq[mask], sub[mask]
-    nodes_shape = shape + 1
+    nodes_shape = tuple(n + 1 for n in n_squares)
     vert = sq[:, None, :] + split[sub]  # (n_cells, n_vertices, d)
-    flat = np.ravel_multi_index(tuple(np.moveaxis(vert, -1, 0)), tuple(nodes_shape), order="F")
+    flat = np.ravel_multi_index(tuple(np.moveaxis(vert, -1, 0)), nodes_shape, order="F")
     used, cells = np.unique(flat, return_inverse=True)
     cells = cells.reshape(flat.shape)
     coords = np.array(np.unravel_index(used, nodes_shape, order="F")).T * np.asarray(spacing)[:dim]
-    coords = coords + origin
+    coords = coords + x0
     element = basix.ufl.element("Lagrange", ct.name, 1, shape=(dim,))
     if comm.rank != 0 and comm.size > 1:
         cells, coords = cells[:0], coords[:0]
@@ -174,11 +175,11 @@ class StructuredHierarchy:
                 f"M (fine cells per coarse cell per direction) must be a positive integer, got "
                 f"{M!r}: H = {1}/N must be a multiple of h = H/M."
             )
-        N = (N,) * dim if np.isscalar(N) else tuple(N)
-        if len(N) != dim or any(not isinstance(n, (int, np.integer)) or n < 1 for n in N):
-            raise ValueError(f"N must be {dim} positive integers for {cell_type}, got {N!r}")
+        Ns = tuple(N) if isinstance(N, Iterable) else (N,) * dim
+        if len(Ns) != dim or any(not isinstance(n, (int, np.integer)) or n < 1 for n in Ns):
+            raise ValueError(f"N must be {dim} positive integers for {cell_type}, got {Ns!r}")
         self.comm, self.dim, self.cell_type = comm, dim, cell_type
-        self.N, self.M = tuple(int(n) for n in N), int(M)
+        self.N, self.M = tuple(int(n) for n in Ns), int(M)
         self.lower = np.zeros(dim) if lower is None else np.asarray(lower, dtype=float)[:dim]
         self.upper = np.ones(dim) if upper is None else np.asarray(upper, dtype=float)[:dim]
         if np.any(self.upper <= self.lower):

@@ -9,7 +9,7 @@ are functions of the global coordinates. The forms are compiled once per shape
 
 The :class:`PatchEngine` is what a method's ``local(cell, engine)`` receives: the
 hierarchy, the problem, the coarse space, the cache of patch meshes and the local
-Dirichlet solver
+Dirichlet solve (:class:`msfem.local.DirichletSolver`, one per patch shape)
 
 .. math::
     A_{II}\,\Psi_I = -A_{IB}\,G, \qquad \Psi_B = G
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +39,7 @@ from msfem import (
     _runtime,  # noqa: F401
     solvers,
 )
+from msfem.local import DirichletSolver
 from msfem.mesh import RefinedHierarchy, create_lattice_mesh, locate_sub
 from msfem.problem import Problem
 from msfem.transfer import expand_blocks
@@ -148,8 +148,7 @@ class PatchMesh:
         self.disc = problem.discretise(self.V, boundary_facets=self.boundary_facets)
         self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
         self.isI = PETSc.IS().createGeneral(self.interior.astype(np.int32), comm=MPI.COMM_SELF)
-        self.A_II: PETSc.Mat | None = None
-        self.ksp: PETSc.KSP | None = None
+        self.solver: DirichletSolver | None = None
         self.origin = np.zeros(h.dim)
         self._neumann_key: tuple = ()
         self._metrics: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
@@ -318,6 +317,9 @@ class PatchEngine:
 
     def prepare(self, local_cells: np.ndarray, cells: np.ndarray) -> None:
         """Collective set-up for the owned cells (their coarse dofs, in one batch)."""
+        if self.unstructured:  # collective pieces used inside the (local) cell loop
+            self.fine_dof_coordinates()
+            _ = self.hierarchy.H
         dofs = self.coarse_space.cell_dofs(local_cells, cells)
         self.cell_dofs = {int(c): d for c, d in zip(cells, dofs)}
         self.local_index = {int(c): int(lc) for c, lc in zip(cells, local_cells)}
@@ -392,40 +394,45 @@ class PatchEngine:
                 obj.destroy()
 
     # ------------------------------------------------------------------ solvers
-    def factorise(self, pm: PatchMesh, A: PETSc.Mat, what: str) -> PETSc.KSP:
-        """Factorise the interior block of ``A`` on ``pm`` (symbolic part reused per shape)."""
-        t0 = time.perf_counter()
-        pm.A_II = A.createSubMatrix(pm.isI, pm.isI, submat=pm.A_II)
-        if pm.ksp is None:
-            pm.ksp = solvers.make_ksp(pm.A_II, "msfem_local_", self.petsc_options,
-                                      solvers.LOCAL_OPTIONS)
-        else:
-            pm.ksp.setOperators(pm.A_II)
-        try:
-            pm.ksp.setUp()
-        except PETSc.Error as err:
-            raise solvers.SolverError(
-                f"local factorisation failed on {what}: {err}. Check that the coefficient "
-                f"is positive there.") from err
-        self.t_petsc += time.perf_counter() - t0
-        return pm.ksp
+    def solver(self, pm: PatchMesh | None = None) -> DirichletSolver:
+        """The local Dirichlet solver of patch mesh ``pm``, or a new one (``pm=None``).
 
-    def solve_many(self, ksp: PETSc.KSP, rhs: np.ndarray, what: str) -> np.ndarray:
-        """Solve with the factorised ``ksp`` for all columns of ``rhs`` at once."""
-        B = PETSc.Mat().createDense(rhs.shape, array=np.ascontiguousarray(rhs),
-                                    comm=MPI.COMM_SELF)
-        X = PETSc.Mat().createDense(rhs.shape, comm=MPI.COMM_SELF)
-        X.setUp()
-        t0 = time.perf_counter()
+        One per patch shape: the symbolic factorisation is reused. Cholesky when the
+        problem is symmetric (:attr:`~msfem.problem.Problem.is_symmetric`), else LU;
+        PETSc's native factorisation with nested dissection; prefix ``msfem_local_``
+        (``petsc_options`` override).
+        """
+        if pm is not None and pm.solver is not None:
+            return pm.solver
+        s = DirichletSolver(symmetric=self.problem.is_symmetric, prefix="msfem_local_",
+                            petsc_options=self.petsc_options)
+        if pm is not None:
+            pm.solver = s
+        return s
+
+    def factorise(self, solver: DirichletSolver, A_II: PETSc.Mat, what: str) -> None:
+        """Factorise :math:`A_{II}` in ``solver`` (timed; errors name the cell)."""
+        t0 = solver.petsc_seconds
         try:
-            ksp.matSolve(B, X)
-        except PETSc.Error as err:
-            raise solvers.SolverError(f"local solve failed on {what}: {err}") from err
-        self.t_petsc += time.perf_counter() - t0
-        out = X.getDenseArray().copy()
-        B.destroy()
-        X.destroy()
-        return out
+            solver.set_operator(A_II)
+        except solvers.SolverError as err:
+            raise solvers.SolverError(f"local problem on {what}: {err}. Check that the "
+                                      f"coefficient is positive there.") from err
+        self.t_petsc += solver.petsc_seconds - t0
+
+    def solve(self, solver: DirichletSolver, rhs: np.ndarray, what: str) -> np.ndarray:
+        """Solve with the factorisation in ``solver`` for all columns of ``rhs`` (timed)."""
+        t0 = solver.petsc_seconds
+        try:
+            X = solver.solve(np.ascontiguousarray(rhs))
+        except solvers.SolverError as err:
+            raise solvers.SolverError(f"local problem on {what}: {err}") from err
+        self.t_petsc += solver.petsc_seconds - t0
+        return X
+
+    def interior_solve(self, pm: PatchMesh, rhs: np.ndarray, what: str) -> np.ndarray:
+        """Solve again with the last factorisation on ``pm`` (e.g. a load on the interior)."""
+        return self.solve(self.solver(pm), rhs, what)
 
     def dirichlet(self, pm: PatchMesh, G: np.ndarray, what: str,
                   lo: tuple[int, ...] | None = None) -> tuple[np.ndarray, sp.csr_matrix | None]:
@@ -435,59 +442,34 @@ class PatchEngine:
         patch's first fine square) of a patch prepared by :meth:`extract_patches`, the
         blocks come from the fine operator and the patch matrix is not formed (``None``).
         """
+        A_csr = None
         if lo is not None and (id(pm), tuple(lo)) in self.patch_blocks:
-            return self._dirichlet_from_blocks(pm, G, what, lo), None
-        A = pm.assemble()
-        ksp = self.factorise(pm, A, what)
-        A_csr = to_csr(A)
-        rhs = -(pm.interior_boundary_block(A_csr) @ G)
-        psi = np.empty((len(pm.interior) + len(pm.boundary), G.shape[1]))
-        psi[pm.interior] = self.solve_many(ksp, rhs, what)
-        psi[pm.boundary] = G
-        return psi, A_csr
-
-    def _dirichlet_from_blocks(self, pm: PatchMesh, G: np.ndarray, what: str,
-                               lo: tuple[int, ...]) -> np.ndarray:
-        A_II, A_IB = self.patch_blocks.pop((id(pm), tuple(lo)))
-        t0 = time.perf_counter()
-        if pm.A_II is None:
-            pm.A_II = A_II
-            pm.ksp = solvers.make_ksp(pm.A_II, "msfem_local_", self.petsc_options,
-                                      solvers.LOCAL_OPTIONS)
+            A_II, A_IB = self.patch_blocks.pop((id(pm), tuple(lo)))
         else:
-            A_II.copy(pm.A_II, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-            A_II.destroy()
-            pm.ksp.setOperators(pm.A_II)
-        try:
-            pm.ksp.setUp()
-        except PETSc.Error as err:
-            raise solvers.SolverError(
-                f"local factorisation failed on {what}: {err}. Check that the coefficient "
-                f"is positive there.") from err
-        self.t_petsc += time.perf_counter() - t0
-        rhs = -(A_IB @ G)
+            A = pm.assemble()
+            A_II = A.createSubMatrix(pm.isI, pm.isI)
+            A_csr = to_csr(A)
+            A_IB = pm.interior_boundary_block(A_csr)
         psi = np.empty((len(pm.interior) + len(pm.boundary), G.shape[1]))
-        psi[pm.interior] = self.solve_many(pm.ksp, rhs, what)
         psi[pm.boundary] = G
-        return psi
+        if len(pm.interior):  # (a coarse tetrahedron with M = 1 has no interior dof)
+            solver = self.solver(pm)
+            self.factorise(solver, A_II, what)
+            psi[pm.interior] = self.solve(solver, -(A_IB @ G), what)
+        A_II.destroy()
+        return psi, A_csr
 
     def dirichlet_unstructured(self, cm: CellMesh, A: PETSc.Mat, G: np.ndarray,
                                what: str) -> np.ndarray:
         """The same Dirichlet solve on a :class:`CellMesh` (its own factorisation)."""
-        t0 = time.perf_counter()
         isI = PETSc.IS().createGeneral(cm.interior.astype(np.int32), comm=MPI.COMM_SELF)
         A_II = A.createSubMatrix(isI, isI)
-        ksp = solvers.make_ksp(A_II, "msfem_local_", self.petsc_options, solvers.LOCAL_OPTIONS)
-        try:
-            ksp.setUp()
-        except PETSc.Error as err:
-            raise solvers.SolverError(f"local factorisation failed on {what}: {err}") from err
-        self.t_petsc += time.perf_counter() - t0
+        solver = self.solver()
+        self.factorise(solver, A_II, what)
         A_csr = to_csr(A)
-        rhs = -(A_csr[cm.interior][:, cm.boundary] @ G)
         psi = np.empty((len(cm.interior) + len(cm.boundary), G.shape[1]))
-        psi[cm.interior] = self.solve_many(ksp, rhs, what)
+        psi[cm.interior] = self.solve(solver, -(A_csr[cm.interior][:, cm.boundary] @ G), what)
         psi[cm.boundary] = G
-        for obj in (ksp, A_II, isI):
+        for obj in (solver, A_II, isI):
             obj.destroy()
         return psi

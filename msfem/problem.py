@@ -112,6 +112,9 @@ class Problem:
             coefficients must be exactly the ones named there), or ``None`` (default) for
             any other form. Tools that need the structure of the form (homogenization's cell
             problems) read it; a problem without it is refused by them, never guessed.
+        symmetric: whether :math:`a(u, v) = a(v, u)` (then local problems are factorised by
+            Cholesky); default: True for a declared ``operator`` (with a symmetric
+            coefficient tensor), False otherwise.
     """
 
     bilinear: Callable[..., ufl.Form]
@@ -128,6 +131,7 @@ class Problem:
     quadrature_degree: int | None = None
     positive: tuple[str, ...] | None = None
     operator: str | None = None
+    symmetric: bool | None = None
 
     def __post_init__(self) -> None:
         """Refuse declarations that do not fit the problem (before any computation)."""
@@ -158,6 +162,15 @@ class Problem:
                              f"{self.shape}")
         if vector and "nu" not in self.parameters:
             raise ValueError("operator 'elasticity' needs the Poisson ratio parameters['nu']")
+
+    @property
+    def is_symmetric(self) -> bool:
+        """Whether the bilinear form is symmetric (local problems may use Cholesky).
+
+        ``symmetric`` if declared, else True for the model operators of :data:`OPERATORS`
+        and False for any other form.
+        """
+        return self.symmetric if self.symmetric is not None else self.operator is not None
 
     @property
     def positive_coefficients(self) -> tuple[str, ...]:

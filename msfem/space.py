@@ -183,9 +183,18 @@ class MultiscaleSpace:
                     V.mesh and cached_numbering.V.ufl_element() == V.ufl_element()
                 numbering = cached_numbering if same_space else \
                     LatticeNumbering(V, self.hierarchy)
-            self._fine_map = FineMap(V, [np.asarray(e.fine_dofs) for e in self.elements],
+            empty = np.zeros(0, dtype=np.int64)  # methods without a fine basis on K
+            self._fine_map = FineMap(V, [empty if e.fine_dofs is None else
+                                         np.asarray(e.fine_dofs) for e in self.elements],
                                      numbering)
         return self._fine_map
+
+    def check_fine_basis(self, what: str) -> None:
+        """Raise (on every rank) if the method has no fine-scale basis on its elements."""
+        missing = any(e.trial is None for e in self.elements)
+        if self.hierarchy.comm.allreduce(missing, op=MPI.LOR):
+            raise ValueError(f"{what} needs the fine-scale basis of the elements, which method "
+                             f"{self.name!r} does not provide")
 
     def metric_matrices(self, e: ElementData):
         """Mass and stiffness matrices of the fine sub-grid of element ``e``."""

@@ -282,3 +282,42 @@ def test_registry_lists_parameters_and_refuses_bad_values():
         methods.create("oversampling", oversampling=-1)
     with pytest.raises(TypeError, match="not a subclass"):
         methods.register("bad", object)
+
+
+class _NoFineBasis(msfem.methods.MsFEM):
+    """The standard coarse FEM returned as element data without a fine basis (like FE-HMM)."""
+
+    def local(self, cell, engine):
+        e = super().local(cell, engine)
+        return methods.ElementData(e.cell, e.rows, e.cols, e.A, e.b)
+
+
+def test_method_without_fine_basis(comm):
+    hier = msfem.StructuredHierarchy(comm, 4, 4)
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 2), f=1.0)
+    ref = msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, "standard").build())
+    sol = msfem.solve_coarse(msfem.MultiscaleSpace(
+        hier, problem, _NoFineBasis(variant="standard")).build())
+    assert np.abs(sol.U.x.array - ref.U.x.array).max() < 1e-14
+    with pytest.raises(ValueError, match="fine-scale basis"):
+        sol.reconstruct()
+
+
+def test_unstructured_rank_without_coarse_cells(comm):
+    """One coarse triangle: under mpirun every rank but one owns no coarse cell (no hang)."""
+    import basix.ufl
+    import dolfinx
+    import ufl
+
+    cells = np.array([[0, 1, 2]], dtype=np.int64) if comm.rank == 0 else \
+        np.zeros((0, 3), dtype=np.int64)
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]) if comm.rank == 0 else np.zeros((0, 2))
+    domain = ufl.Mesh(basix.ufl.element("Lagrange", "triangle", 1, shape=(2,)))
+    coarse = dolfinx.mesh.create_mesh(comm, cells, domain, x)
+    hier = msfem.RefinedHierarchy(coarse, 3)
+    problem = msfem.diffusion(2.0, f=1.0)
+    sol = msfem.solve_coarse(msfem.MultiscaleSpace(hier, problem, "linear").build())
+    fine = msfem.solve_fine(hier.fine, problem, petsc_options=DIRECT_OPTIONS).u
+    e = sol.errors(fine)
+    # all three vertices carry Dirichlet data: U = 0 and the error is the whole solution
+    assert e["l2_rel"] == pytest.approx(1.0, abs=1e-12)

@@ -53,7 +53,7 @@ class BubbleMsFEM(msfem.Method):
         psi, A = engine.dirichlet(K, N[K.boundary], f"coarse cell {cell}")
         load = (mass @ np.ones(mass.shape[0]))[K.interior][:, None]
         beta = np.zeros((mass.shape[0], 1))
-        beta[K.interior] = engine.solve_many(K.ksp, load, f"bubble of {cell}")
+        beta[K.interior] = engine.interior_solve(K, load, f"bubble of {cell}")
         phi = np.hstack([psi, self.params.scale * beta])
         dofs = engine.cell_dofs[cell]
         return msfem.ElementData(cell=cell, rows=dofs, cols=dofs, A=phi.T @ (A @ phi),
