@@ -233,41 +233,64 @@ class PatchMesh:
 
 
 class CellMesh:
-    """The fine cells of one coarse cell of an unstructured hierarchy, copied to COMM_SELF.
+    """A union of fine cells of an unstructured hierarchy, copied to COMM_SELF.
 
-    The fine cells of an owned coarse cell are on this rank (dolfinx refines in place).
-    Attributes mirror :class:`PatchMesh` (``V``, ``disc``, ``interior``, ``boundary``,
-    ``boundary_blocks``), plus ``fine_blocks``: the global fine dof block of each dof.
+    Built from the node coordinates of its cells (sorted by centroid, so the mesh does not
+    depend on the partition): the fine cells of one owned coarse cell K (``fine_cells``
+    given: they are on this rank, dolfinx refines in place, and ``fine_blocks`` -- the
+    global fine dof block of each dof -- is computed), or of an oversampling patch, whose
+    cells may come from other ranks (:meth:`PatchEngine.gather_patches`). Attributes mirror
+    :class:`PatchMesh` (``V``, ``disc``, ``interior``, ``boundary``, ``boundary_blocks``).
     """
 
-    def __init__(self, engine: PatchEngine, cell: int):
+    def __init__(self, engine: PatchEngine, coords: np.ndarray,
+                 fine_cells: np.ndarray | None = None, what: str = ""):
         h = engine.hierarchy
         fine = h.fine
-        cells = h.fine_cells(cell)
-        nodes = fine.geometry.dofmaps[0][cells]
-        used, local_cells = np.unique(nodes, return_inverse=True)
-        x = fine.geometry.x[used, : fine.geometry.dim]
+        n, nodes_per_cell, gdim = coords.shape
+        order = np.lexsort(np.round(coords.mean(axis=1) / (1e-9 * float(h.H[0]))).T[::-1])
+        coords = coords[order]
+        flat = coords.reshape(-1, gdim)
+        key = np.round(flat / (1e-9 * float(h.H[0]))).astype(np.int64)
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
         domain = ufl.Mesh(fine.ufl_domain().ufl_coordinate_element())  # its own UFL domain
-        self.mesh = dolfinx.mesh.create_mesh(MPI.COMM_SELF, local_cells.reshape(nodes.shape),
-                                             domain, x)
+        self.mesh = dolfinx.mesh.create_mesh(
+            MPI.COMM_SELF, inverse.reshape(n, nodes_per_cell).astype(np.int64), domain,
+            flat[first])
+        self.engine = engine
         self.V = engine.problem.function_space(self.mesh)
         self.bs = self.V.dofmap.index_map_bs
-        self.disc = engine.problem.discretise(self.V)
         tdim = h.dim
         self.mesh.topology.create_connectivity(tdim - 1, tdim)
+        self.exterior = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
+        self.disc = engine.problem.discretise(self.V, boundary_facets=self.boundary_facets)
         self.boundary_blocks = np.sort(dolfinx.fem.locate_dofs_topological(
-            self.V, tdim - 1, dolfinx.mesh.exterior_facet_indices(self.mesh.topology)))
+            self.V, tdim - 1, self.exterior))
         self.xd = self.V.tabulate_dof_coordinates()[:, :tdim]
         self.boundary = expand_blocks(self.boundary_blocks, self.bs)
         self.interior = expand_blocks(
             np.setdiff1d(np.arange(len(self.xd)), self.boundary_blocks), self.bs)
-        Vf, xf = engine.fine_dof_coordinates()
-        cand = np.unique(Vf.dofmap.list[cells].ravel())
-        dist, nearest = cKDTree(xf[cand]).query(self.xd)
-        if dist.max() > 1e-10 * float(h.H[0]):
-            raise RuntimeError(f"coarse cell {cell}: local and fine dofs do not match")
-        self.fine_blocks = np.asarray(
-            Vf.dofmap.index_map.local_to_global(cand[nearest].astype(np.int32)), dtype=np.int64)
+        self.fine_blocks: np.ndarray | None = None
+        if fine_cells is not None:
+            Vf, xf = engine.fine_dof_coordinates()
+            cand = np.unique(Vf.dofmap.list[fine_cells].ravel())
+            dist, nearest = cKDTree(xf[cand]).query(self.xd)
+            if dist.max() > 1e-10 * float(h.H[0]):
+                raise RuntimeError(f"{what}: local and fine dofs do not match")
+            self.fine_blocks = np.asarray(
+                Vf.dofmap.index_map.local_to_global(cand[nearest].astype(np.int32)),
+                dtype=np.int64)
+
+    def boundary_facets(self, marker) -> np.ndarray:
+        """Exterior facets of this mesh on ∂Ω where ``marker`` holds.
+
+        ∂Ω: the facets of the global fine boundary known to this rank.
+        """
+        tdim = self.mesh.topology.dim
+        mid = dolfinx.mesh.compute_midpoints(self.mesh, tdim - 1, self.exterior)
+        on = self.engine.on_domain_boundary(mid[:, : tdim])
+        on &= np.asarray(marker(mid.T), dtype=bool)
+        return self.exterior[on].astype(np.int32)
 
     def dof_coordinates(self) -> np.ndarray:
         """Coordinates (n_blocks, d) of the dofs."""
@@ -314,12 +337,20 @@ class PatchEngine:
         self._n_cell_meshes = 0
         self.patch_blocks: dict[tuple, tuple[PETSc.Mat, sp.csr_matrix]] = {}
         self._numbering = None
+        self._boundary_tree: cKDTree | None = None
+        self.patch_coords: dict[int, np.ndarray] = {}
 
     def prepare(self, local_cells: np.ndarray, cells: np.ndarray) -> None:
         """Collective set-up for the owned cells (their coarse dofs, in one batch)."""
         if self.unstructured:  # collective pieces used inside the (local) cell loop
             self.fine_dof_coordinates()
             _ = self.hierarchy.H
+            fine = self.hierarchy.fine
+            tdim = fine.topology.dim
+            fine.topology.create_connectivity(tdim - 1, tdim)
+            facets = dolfinx.mesh.exterior_facet_indices(fine.topology)
+            mid = dolfinx.mesh.compute_midpoints(fine, tdim - 1, facets)[:, :tdim]
+            self._boundary_tree = cKDTree(mid) if len(mid) else None
         dofs = self.coarse_space.cell_dofs(local_cells, cells)
         self.cell_dofs = {int(c): d for c, d in zip(cells, dofs)}
         self.local_index = {int(c): int(lc) for c, lc in zip(cells, local_cells)}
@@ -334,10 +365,82 @@ class PatchEngine:
 
     def cell_mesh(self, cell: int) -> CellMesh:
         """K's fine cells on COMM_SELF (unstructured hierarchies; one mesh per cell)."""
+        self._collect()
+        h = self.hierarchy
+        cells = h.fine_cells(cell)
+        coords = h.fine.geometry.x[h.fine.geometry.dofmaps[0][cells], : h.fine.geometry.dim]
+        return CellMesh(self, coords, cells, what=f"coarse cell {cell}")
+
+    def patch_cell_mesh(self, cell: int) -> CellMesh:
+        """The oversampling patch of (local) coarse cell ``cell`` on COMM_SELF.
+
+        Unstructured hierarchies, after :meth:`gather_patches`.
+        """
+        self._collect()
+        return CellMesh(self, self.patch_coords[int(cell)], what=f"patch of coarse cell {cell}")
+
+    def _collect(self) -> None:
         self._n_cell_meshes += 1
         if self._n_cell_meshes % 32 == 0:  # COMM_SELF meshes hold duplicated communicators
             gc.collect()
-        return CellMesh(self, cell)
+
+    def on_domain_boundary(self, points: np.ndarray) -> np.ndarray:
+        """Whether facet midpoints ``points`` (n, d) lie on a facet of ∂Ω of this rank."""
+        if self._boundary_tree is None:
+            return np.zeros(len(points), dtype=bool)
+        dist, _ = self._boundary_tree.query(points)
+        return dist < 1e-9 * float(self.hierarchy.H[0])
+
+    def gather_patches(self, layers: int) -> None:
+        r"""Collect the fine cells of every owned coarse cell's patch (collective).
+
+        The patch of K is K plus ``layers`` layers of vertex neighbours. The coarse cells'
+        vertices are all-gathered (the coarse mesh is small) to find the patches; the fine
+        cells of patch cells owned elsewhere come in one exchange (``alltoall``).
+        """
+        h = self.hierarchy
+        comm = h.comm
+        n_owned = h.coarse.topology.index_map(h.dim).size_local
+        verts = np.array([h.coarse_vertices(c) for c in range(n_owned)]).reshape(
+            n_owned, -1, h.dim)
+        gathered = comm.allgather(verts)
+        owner = np.concatenate([np.full(len(v), r) for r, v in enumerate(gathered)])
+        local = np.concatenate([np.arange(len(v)) for v in gathered])
+        first = np.cumsum([0] + [len(v) for v in gathered])
+        allv = np.concatenate([v for v in gathered if len(v)]) if len(owner) else \
+            np.zeros((0, 1, h.dim))
+        tol = 1e-9 * float(h.H[0])
+        keys = np.round(allv.reshape(-1, h.dim) / tol).astype(np.int64)
+        _, vid = np.unique(keys, axis=0, return_inverse=True)
+        n_cells, nv = allv.shape[:2]
+        c2v = sp.csr_matrix((np.ones(n_cells * nv), (np.repeat(np.arange(n_cells), nv),
+                                                     vid.ravel())))
+        adjacent = (c2v @ c2v.T).tocsr()
+        mine = first[comm.rank] + np.arange(n_owned)
+        patches = {}
+        for g in mine:
+            members = np.zeros(n_cells, dtype=bool)
+            members[g] = True
+            for _ in range(layers):
+                members |= (adjacent @ members.astype(float)) > 0
+            patches[int(g - first[comm.rank])] = np.flatnonzero(members)
+        # one exchange: the fine cells of the patch cells owned by other ranks
+        wanted = np.unique(np.concatenate(list(patches.values()))) if patches else \
+            np.zeros(0, dtype=int)
+        requests = [wanted[(owner[wanted] == r)] for r in range(comm.size)]
+        asked = comm.alltoall([local[w] for w in requests])
+        geo = h.fine.geometry
+
+        def fine_coords(c):
+            return geo.x[geo.dofmaps[0][h.fine_cells(int(c))], : geo.dim]
+
+        replies = comm.alltoall([[fine_coords(c) for c in cs] for cs in asked])
+        coords = {}
+        for r, cs in enumerate(requests):
+            for g, xc in zip(cs, replies[r]):
+                coords[int(g)] = xc
+        self.patch_coords = {c: np.concatenate([coords[int(g)] for g in members])
+                             for c, members in patches.items()}
 
     def fine_numbering(self):
         """The :class:`~msfem.transfer.LatticeNumbering` of the fine space (cached).

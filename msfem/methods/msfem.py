@@ -46,6 +46,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pydantic
+from scipy.spatial import cKDTree
 
 from msfem import solvers
 from msfem.coefficients import ConstantField, Field
@@ -148,14 +149,14 @@ class MsFEM(Method):
         """The patch setting (with the variant's default)."""
         if self.params.oversampling is not None:
             return self.params.oversampling
-        structured = isinstance(hierarchy, StructuredHierarchy)
-        return Oversampling(coarse_layers=1 if self.oversampled and structured else 0)
+        return Oversampling(coarse_layers=1 if self.oversampled else 0)
 
     def layers(self, hierarchy) -> int:
-        """Fine layers of oversampling (0: S = K)."""
+        """Fine layers of oversampling (0: S = K); unstructured hierarchies: coarse layers."""
+        os = self.oversampling(hierarchy)
         if not isinstance(hierarchy, StructuredHierarchy):
-            return 0
-        return self.oversampling(hierarchy).layers(hierarchy.M)
+            return int(os.coarse_layers or 0)
+        return os.layers(hierarchy.M)
 
     def is_conforming(self, hierarchy) -> bool:
         """True without oversampling (the basis is continuous across coarse cells)."""
@@ -171,15 +172,16 @@ class MsFEM(Method):
         """Check the variant against the hierarchy and the problem (before computing)."""
         os = self.oversampling(hierarchy)
         if not isinstance(hierarchy, StructuredHierarchy):
-            if os.layers(1) > 0:
+            if os.ratio not in (None, 1) or os.fine_layers not in (None, 0) or \
+                    os.sampling_region is not None:
                 raise ValueError(
-                    "oversampling is implemented on structured hierarchies only; on an "
-                    "unstructured (gmsh) hierarchy use oversampling=0 (variants standard, "
-                    "linear, oscillatory, petrov-galerkin without oversampling)")
-            if problem.neumann:
-                raise ValueError("Neumann data with an unstructured hierarchy is not supported "
-                                 "by the multiscale basis yet; use a StructuredHierarchy")
-            layers = 0
+                    f"on an unstructured (gmsh) hierarchy the oversampling patch is given in "
+                    f"coarse layers (vertex neighbours), e.g. oversampling = 1; got {os}")
+            layers = self.layers(hierarchy)
+            if layers > 0 and not self.oversampled:
+                raise ValueError(
+                    f"variant {self.params.variant!r} has no oversampling (got {os}); use "
+                    f"variant 'oversampling' or 'petrov-galerkin', or set oversampling to 0")
         else:
             layers = os.layers(hierarchy.M)
             if layers > 0 and not self.oversampled:
@@ -200,7 +202,8 @@ class MsFEM(Method):
                 raise ValueError("oscillatory boundary data is defined by 1D edge problems; in "
                                  "3D the face data is not defined by Hou & Wu -- use 'linear' or "
                                  "'oversampling' for 3D hierarchies")
-            if getattr(hierarchy, "n_sub", 1) > 1 and layers > 0:
+            if (getattr(hierarchy, "n_sub", 1) > 1 or not isinstance(
+                    hierarchy, StructuredHierarchy)) and layers > 0:
                 raise ValueError("oscillatory boundary data on a box-shaped oversampling patch "
                                  "gives 4 functions for a triangle's 3 vertices; use polynomial "
                                  "boundary data with triangles")
@@ -221,8 +224,11 @@ class MsFEM(Method):
     def prepare(self, engine: PatchEngine, cells: np.ndarray) -> None:
         """Oversampled patches: their blocks from one assembly of the fine operator."""
         h = engine.hierarchy
-        if engine.unstructured or self.layers(h) == 0 or self.boundary == "none":
+        if self.layers(h) == 0 or self.boundary == "none":
             return  # S = K: the K-mesh is assembled anyway (element matrix, energy norm)
+        if engine.unstructured:
+            engine.gather_patches(self.layers(h))
+            return
         placements = {}
         for c in cells:
             patch = self.patch(h, int(c))
@@ -378,7 +384,14 @@ class MsFEM(Method):
         return data
 
     def _local_unstructured(self, cell: int, engine: PatchEngine) -> ElementData:
-        r"""Local problems on the fine cells of a gmsh coarse cell K (S = K)."""
+        r"""Local problems of a gmsh coarse cell K: on K, or on its patch of coarse layers.
+
+        The patch S is K with ``oversampling`` layers of vertex-neighbour coarse cells (its
+        fine cells gathered from their ranks by :meth:`PatchEngine.gather_patches`);
+        :math:`\psi_j` solve the local problems on S with the polynomial data
+        :math:`N_j` of K on ∂S, and :math:`\phi_i = \sum_j c_{ij}\psi_j|_K` with
+        :math:`\phi_i(x_k) = \delta_{ik}`.
+        """
         h = engine.hierarchy
         bs = engine.bs
         cm = engine.cell_mesh(cell)
@@ -391,6 +404,23 @@ class MsFEM(Method):
         A_csr = to_csr(A)
         if self.boundary == "none":
             phi = N
+        elif self.layers(h) > 0:
+            S = engine.patch_cell_mesh(cell)
+            xS = S.dof_coordinates()
+            G = nodal_functions(h.cell_type, xS[S.boundary_blocks], K_vertices, h.H, bs)
+            A_S = S.assemble()
+            psi = engine.dirichlet_unstructured(S, A_S, G, what)
+            A_S.destroy()
+            dist, at = cKDTree(xS).query(xd)  # K's dofs among S's
+            if dist.max() > 1e-9 * float(h.H[0]):
+                raise RuntimeError(f"{what}: K's fine dofs are not dofs of its patch")
+            psi_K = psi[expand_blocks(at, bs)]
+            try:
+                phi = psi_K @ np.linalg.inv(psi_K[expand_blocks(vertex_blocks, bs)])
+            except np.linalg.LinAlgError as err:
+                raise solvers.SolverError(
+                    f"the oversampled functions of {what} are linearly dependent at its "
+                    f"vertices; reduce the oversampling") from err
         else:
             if self.boundary == "polynomial":
                 G = N[cm.boundary]
