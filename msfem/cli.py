@@ -7,6 +7,7 @@ Commands::
     msfem study CONFIG.toml --out DIR               # msfem.studies.run_study
     msfem homogenize CONFIG.toml [--json]           # msfem.homogenization.cli.homogenize
     msfem rve   CONFIG.toml --out DIR               # msfem.homogenization.cli.rve
+    msfem methods [--json] [--plugin P]             # registered methods and their parameters
     msfem --version
 
 Run in parallel with ``mpiexec -n 4 msfem solve ...``. The configuration is validated by
@@ -24,8 +25,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import json
 import logging
+import re
 import sys
+import textwrap
+import types
+import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -189,6 +196,132 @@ def run_rve(args: argparse.Namespace, comm: MPI.Comm) -> Any:
                                                                 Path(args.out))
 
 
+# ------------------------------------------------------------------------- methods
+def _plain(text: str) -> str:
+    """Docstring text without reST markup (roles, double back-quotes), on one line."""
+    text = re.sub(r":[a-z:]+:`~[\w.]*?\.?(\w+)`", r"\1", text)  # :class:`~a.b.C` -> C
+    text = re.sub(r":[a-z:]+:`([^`]+)`", r"\1", text)
+    text = text.replace("``", "")
+    return " ".join(text.split())
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """Parameter descriptions from the docstrings of a model ``cls`` and its bases.
+
+    The ``Attributes:`` sections (Google style); a model of one parameter without one may
+    describe it in its docstring's first paragraph.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        lines = inspect.cleandoc(klass.__dict__.get("__doc__") or "").splitlines()
+        if "Attributes:" not in lines:
+            continue
+        current = None
+        for line in lines[lines.index("Attributes:") + 1:]:
+            if line and not line.startswith(" "):  # the next section
+                break
+            entry = re.match(r"^ {4}(\w+)(?: \([^)]*\))?: ?(.*)$", line)
+            if entry:
+                current = entry.group(1)
+                docs[current] = entry.group(2)
+            elif current and line.strip():
+                docs[current] += " " + line.strip()
+    fields = list(getattr(cls, "model_fields", {}))
+    docs = {k: v for k, v in docs.items() if k in fields}  # not pydantic's own attributes
+    own = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+    if not docs and len(fields) == 1 and own:
+        docs[fields[0]] = own.split("\n\n")[0]
+    return {k: _plain(v) for k, v in docs.items()}
+
+
+def _type_name(annotation: Any) -> str:
+    """A parameter type as a user reads it: ``'a' | 'b' | None``, ``int``, ``list[float]``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(map(_type_name, args))}]"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` if JSON can hold it as is, else its ``str``."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def method_catalogue() -> list[dict[str, Any]]:
+    """Every registered method: name, summary, preset and the parameters a user may set.
+
+    Read from the registry (:func:`msfem.methods.available`, :func:`~msfem.methods.entry`)
+    and each method's pydantic ``Parameters`` model: for every parameter that the preset
+    does not fix (:func:`~msfem.methods.parameter_names`) its type, default (``None`` and
+    ``required = True`` when it has none) and description (the field's ``description``,
+    else the model's ``Attributes:`` docstring section).
+    """
+    from msfem import methods
+
+    catalogue = []
+    for name in methods.available():
+        e = methods.entry(name)
+        model = e.cls.Parameters
+        docs = _attribute_docs(model)
+        params = []
+        for key in methods.parameter_names(name):
+            field = model.model_fields[key]
+            required = field.is_required()
+            default = None if required else field.get_default(call_default_factory=True)
+            params.append({"name": key, "type": _type_name(field.annotation),
+                           "default": _jsonable(default), "required": required,
+                           "description": _plain(field.description or docs.get(key, ""))})
+        catalogue.append({"name": name, "summary": _plain(e.summary),
+                          "class": f"{e.cls.__module__}.{e.cls.__qualname__}",
+                          "preset": {k: _jsonable(v) for k, v in e.preset.items()},
+                          "parameters": params})
+    return catalogue
+
+
+def format_catalogue(catalogue: Sequence[Mapping[str, Any]], width: int = 92) -> str:
+    """The text of ``msfem methods``: one block per method, one entry per parameter."""
+    lines = []
+    for m in catalogue:
+        lines.append(f"{m['name']}: {m['summary']}" if m["summary"] else m["name"])
+        if m["preset"]:
+            fixed = ", ".join(f"{k} = {v!r}" for k, v in m["preset"].items())
+            lines.append(f"    preset: {fixed}")
+        if not m["parameters"]:
+            lines.append("    (no parameters)")
+        for p in m["parameters"]:
+            default = "required" if p["required"] else f"default {p['default']!r}"
+            lines.append(f"    {p['name']}: {p['type']} ({default})")
+            if p["description"]:
+                lines.extend(textwrap.wrap(p["description"], width, initial_indent=" " * 8,
+                                           subsequent_indent=" " * 8))
+        lines.append("")
+    lines.append("Use a method in a configuration with [msfem] method = NAME and one key per "
+                 "parameter,\nor in a study with [study] methods = [...]; load plugins with "
+                 "[msfem] plugins = [...]\n(here: msfem methods --plugin FILE.py).")
+    return "\n".join(lines)
+
+
+def run_methods(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """``msfem methods``: the registered methods and their parameters (``--json``: as JSON)."""
+    msfem_config.load_plugins(args.plugin or [])
+    catalogue = method_catalogue()
+    if comm.rank == 0:
+        text = json.dumps(catalogue, indent=2) if args.json else format_catalogue(catalogue)
+        print(text, flush=True)
+
+
 # ------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that prints (usage, errors, --version) on rank 0 only."""
@@ -200,7 +333,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``msfem`` (sub-commands and their options)."""
-    parser = _Parser(prog="msfem", description="Multiscale finite element methods on FEniCSx.")
+    parser = _Parser(prog="msfem", description="Multiscale finite element methods on FEniCSx.",
+                     epilog="'msfem methods' lists every registered method (the [msfem] method "
+                            "key) with its parameters.")
     parser.add_argument("--version", action="version", version=f"msfem {msfem.__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show tracebacks instead of one-line error messages")
@@ -229,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
                   out=False)
     hom.add_argument("--json", action="store_true", help="print the result as JSON")
     command("rve", run_rve, "representative volume element study")
+    help = "list the registered methods and their parameters ([msfem] method = NAME)"
+    met = sub.add_parser("methods", help=help, description=help)
+    met.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                     help="show tracebacks instead of one-line error messages")
+    met.add_argument("--json", action="store_true", help="print the list as JSON")
+    met.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE.py",
+                     help="import a method plugin first (repeatable), as [msfem] plugins")
+    met.set_defaults(handler=run_methods)
     return parser
 
 

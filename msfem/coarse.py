@@ -89,21 +89,23 @@ class CoarseSolution:
             return out
         xc, vals = nodal
         if self.space.unstructured:
-            ref = self._vertex_reference(local_ref)
+            at_vertices = self.space.coarse.vertex_values(self._vertex_reference(local_ref))
+            assert at_vertices is not None
+            ref = at_vertices[1]
         else:
             ref = LatticeNumbering(u_ref.function_space, h).values_at(u_ref, xc)
         out.update(norms.nodal_errors(vals, ref, [float(H) for H in h.H], h.comm))
         return out
 
     def _vertex_reference(self, local_ref: list[np.ndarray]) -> np.ndarray:
-        """Reference values (n_owned, bs) at the owned coarse vertices.
+        """Owned part of a coarse vector holding the reference at the vertex dofs.
 
-        Taken from the elements' fine dofs at their vertices (unstructured hierarchies).
+        Taken from the elements' fine dofs at their vertices (unstructured hierarchies);
+        the vertex dofs are the first ``n_vertices * bs`` trial dofs of an element.
         """
-        Vc = self.space.coarse_space
         bs = self.space.bs
-        f = dolfinx.fem.Function(Vc)
-        vec = f.x.petsc_vec
+        holder = self.space.coarse.create_vector("reference")  # owns the PETSc vector
+        vec = _petsc_vec(holder)
         vec.set(0.0)
         for e, ref in zip(self.space.elements, local_ref):
             if e.vertex_blocks is None:
@@ -112,11 +114,11 @@ class CoarseSolution:
                     f"coarse vertices among the fine dofs, but method {self.space.name!r} has "
                     f"no fine basis on coarse cell {e.cell} (vertex_blocks is None)")
             rows = expand_blocks(e.vertex_blocks, bs)
-            vec.setValues(e.cols.astype(PETSc.IntType), ref[rows],
-                          addv=PETSc.InsertMode.INSERT_VALUES)
+            vec.setValues(e.cols[: len(rows)].astype(PETSc.IntType),  # type: ignore[arg-type]
+                          ref[rows],
+                          addv=PETSc.InsertMode.INSERT_VALUES)  # type: ignore[arg-type]
         vec.assemble()
-        n_owned = Vc.dofmap.index_map.size_local
-        return vec.getArray(readonly=True)[: n_owned * bs].reshape(n_owned, bs).copy()
+        return vec.getArray(readonly=True).copy()
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
         """The map between element-local fine dofs and the distributed fine space.

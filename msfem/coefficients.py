@@ -10,8 +10,11 @@ channels aligned with the fine grid).
 Random fields are functions of the *global* coordinates and a seed only, so the same
 field is produced for any number of MPI ranks and for any patch mesh.
 
-Fields with a period :math:`\varepsilon` report it in :attr:`Field.eps`;
-:func:`check_resolution` warns when the fine mesh has fewer than 8 cells per period.
+Fields with a period :math:`\varepsilon` report it in :attr:`Field.eps`. The rule that a
+fine mesh needs at least :data:`MIN_CELLS_PER_PERIOD` = 8 cells per fine scale lives here
+only: :func:`resolution_error` says whether (and why) a scale is not resolved; the
+configuration (:mod:`msfem.config`), the study planner and :func:`check_resolution` (a
+warning in the fine solve) all call it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import ufl
 
 from msfem import _runtime  # noqa: F401  (MPI ordering)
 
-#: Fine cells per period below which :func:`check_resolution` warns.
+#: Fine cells per fine scale ε (period, cell size, correlation length...) that a fine mesh
+#: needs to resolve a field: the only copy of the rule (see :func:`resolution_error`).
 MIN_CELLS_PER_PERIOD = 8
 
 
@@ -430,20 +434,40 @@ def check_positive(fld: Field, points: np.ndarray, name: str = "coefficient") ->
         )
 
 
+def resolution_error(scale: float | None, h: float, what: str = "eps") -> str | None:
+    """Why a fine mesh of cell size ``h`` does not resolve the fine scale ``scale``, or None.
+
+    A scale is resolved by at least :data:`MIN_CELLS_PER_PERIOD` fine cells,
+    ``scale / h >= 8`` (to a relative 1e-12, so ``h = eps/8`` computed in floating point
+    passes). ``what`` names the scale in the message (a configuration key such as
+    ``"eps"`` or ``"cell"``); callers add where it comes from and what to change. ``None``
+    when ``scale`` is None (a field without a fine scale).
+    """
+    if scale is None:
+        return None
+    ratio = scale / h
+    if ratio >= MIN_CELLS_PER_PERIOD * (1 - 1e-12):
+        return None
+    return (f"{what} = {scale:.4g} is resolved by only {ratio:.2f} fine cells (h = {h:.4g}, "
+            f"{what}/h = {ratio:.2f}); at least {MIN_CELLS_PER_PERIOD} are needed")
+
+
 def check_resolution(fld: Field, h: float, *, stacklevel: int = 2) -> float | None:
-    """Warn (:class:`UnresolvedScaleWarning`) if ``fld.eps / h < 8``; return ``eps/h``."""
+    """Warn (:class:`UnresolvedScaleWarning`) if ``fld.eps`` is not resolved; return ``eps/h``.
+
+    The rule is :func:`resolution_error`'s (``eps / h >= 8``).
+    """
     eps = getattr(fld, "eps", None)
     if eps is None:
         return None
     ratio = eps / h
-    if ratio < MIN_CELLS_PER_PERIOD:
+    error = resolution_error(eps, h)
+    if error is not None:
         warnings.warn(
             UnresolvedScaleWarning(
-                f"{type(fld).__name__}: eps = {eps:.4g} is resolved by only eps/h = {ratio:.2f} "
-                f"fine cells (h = {h:.4g}); at least {MIN_CELLS_PER_PERIOD} are needed for a "
-                f"trustworthy fine solution -- refine the fine mesh by a factor >= "
-                f"{MIN_CELLS_PER_PERIOD / ratio:.3g} (increase M, the fine cells per coarse cell) "
-                f"or use a larger eps."
+                f"{type(fld).__name__}: {error} for a trustworthy fine solution -- refine the "
+                f"fine mesh by a factor >= {MIN_CELLS_PER_PERIOD / ratio:.3g} (increase M, the "
+                f"fine cells per coarse cell) or use a larger eps."
             ),
             stacklevel=stacklevel,
         )

@@ -45,17 +45,23 @@ class ConfigError(ValueError):
     """An invalid configuration (raised before any computation)."""
 
 
-def _is(value: Any, kind: Any) -> bool:
+def is_kind(value: Any, kind: Any) -> bool:
+    """Whether a TOML value is of a schema ``kind`` (a type, a tuple of names, or a tag).
+
+    Tags: ``"number_or_list"``, ``"list"``, ``"int_or_table"``, ``"options"``. Booleans are
+    not numbers. :func:`describe_kind` words the kind for messages.
+    """
     if kind is float:
         return isinstance(value, Number) and not isinstance(value, bool)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number_or_list":
-        return _is(value, float) or (isinstance(value, list) and all(_is(v, float) for v in value))
+        return is_kind(value, float) or (isinstance(value, list)
+                                         and all(is_kind(v, float) for v in value))
     if kind == "list":
         return isinstance(value, list)
     if kind == "int_or_table":
-        return _is(value, int) or isinstance(value, dict)
+        return is_kind(value, int) or isinstance(value, dict)
     if kind == "options":
         return isinstance(value, dict)
     if isinstance(kind, tuple) and kind and isinstance(kind[0], str):  # enumeration
@@ -63,7 +69,8 @@ def _is(value: Any, kind: Any) -> bool:
     return isinstance(value, kind)
 
 
-def _describe(kind: Any) -> str:
+def describe_kind(kind: Any) -> str:
+    """A schema ``kind`` (see :func:`is_kind`) in words, e.g. ``"an integer"``."""
     if isinstance(kind, tuple) and kind and isinstance(kind[0], str):
         return "one of " + ", ".join(repr(k) for k in kind)
     return {float: "a number", int: "an integer", str: "a string", bool: "true/false",
@@ -136,7 +143,7 @@ def validate(cfg: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | No
             ctype = table.get("type")
             if ctype not in COEFFICIENT_TYPES:
                 raise ConfigError(f"[coefficient] type = {ctype!r} is not "
-                                  f"{_describe(tuple(COEFFICIENT_TYPES))}")
+                                  f"{describe_kind(tuple(COEFFICIENT_TYPES))}")
             keys.update(COEFFICIENT_TYPES[ctype])
             for k in REQUIRED_COEFFICIENT_KEYS[ctype]:
                 if k not in table:
@@ -150,42 +157,50 @@ def validate(cfg: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | No
             if key not in keys:
                 raise ConfigError(f"unknown key {key!r} in [{section}]; accepted keys: "
                                   f"{', '.join(sorted(keys))}")
-            if not _is(value, keys[key]):
+            if not is_kind(value, keys[key]):
                 raise ConfigError(f"[{section}] {key} = {value!r} must be "
-                                  f"{_describe(keys[key])}")
+                                  f"{describe_kind(keys[key])}")
     mesh = cfg.get("mesh", {})
     for key in ("N", "M"):
         if key in mesh and mesh[key] < 1:
             raise ConfigError(f"[mesh] {key} = {mesh[key]} must be a positive integer")
-    _check_resolution(cfg)
+    check_resolution(cfg)
     return {k: dict(v) for k, v in cfg.items()}
 
 
-#: The key of each coefficient type that holds its fine scale (period, cell, width...).
-SCALE_KEYS = {"hou-wu": "eps", "laminate": "eps", "checkerboard": "eps", "inclusions": "eps",
-              "random-checkerboard": "cell", "lognormal": "correlation_length",
-              "channels": "width", "square-inclusions": "size"}
+def check_resolution(cfg: Mapping[str, Any]) -> None:
+    """Refuse a fine mesh that does not resolve the coefficient's fine scale (unless allowed).
 
-
-def _check_resolution(cfg: Mapping[str, Any]) -> None:
-    """Refuse a fine mesh with fewer than 8 cells per fine scale (unless allowed)."""
-    from msfem.coefficients import MIN_CELLS_PER_PERIOD
-
+    The scale is the one the coefficient field reports (:attr:`~msfem.coefficients.Field.eps`:
+    ``eps``, a random checkerboard's ``cell``, a ``correlation_length``, a channel
+    ``width``...) and the rule is :func:`msfem.coefficients.resolution_error`'s.
+    ``[mesh] allow_unresolved = true`` lifts it.
+    """
     mesh, coef = cfg.get("mesh", {}), cfg.get("coefficient", {})
-    key = SCALE_KEYS.get(coef.get("type"))
-    if key is None or key not in coef or "N" not in mesh or "M" not in mesh:
+    ctype = coef.get("type")
+    if ctype not in COEFFICIENT_TYPES or "N" not in mesh or "M" not in mesh \
+            or mesh.get("allow_unresolved", False):
+        return
+    try:
+        scale = build_coefficient(coef, CELL_TYPES[mesh.get("cell", "quadrilateral")][0]).eps
+    except (TypeError, ValueError, ArithmeticError) as err:
+        raise ConfigError(f"[coefficient] type {ctype!r}: {err}") from err
+    if scale is None:
         return
     lower = mesh.get("lower", [0.0] * 3)
     upper = mesh.get("upper", [1.0] * 3)
     extent = max(b - a for a, b in zip(lower, upper))
-    h = extent / (mesh["N"] * mesh["M"])
-    ratio = coef[key] / h
-    if ratio < MIN_CELLS_PER_PERIOD and not mesh.get("allow_unresolved", False):
-        need = math.ceil(MIN_CELLS_PER_PERIOD * extent / (coef[key] * mesh["N"]) - 1e-9)
-        raise ConfigError(
-            f"[coefficient] {key} = {coef[key]} is resolved by only {ratio:.2f} fine cells "
-            f"(h = 1/(N*M) = {h:.4g}); at least {MIN_CELLS_PER_PERIOD} are needed: set "
-            f"[mesh] M >= {need}, or allow_unresolved = true to run anyway")
+    error = C.resolution_error(scale, extent / (mesh["N"] * mesh["M"]), _scale_key(coef, scale))
+    if error is not None:
+        need = math.ceil(C.MIN_CELLS_PER_PERIOD * extent / (scale * mesh["N"]) - 1e-9)
+        raise ConfigError(f"[coefficient] {error}: set [mesh] M >= {need}, or "
+                          f"allow_unresolved = true to run anyway")
+
+
+def _scale_key(coef: Mapping[str, Any], scale: float) -> str:
+    """The key of ``[coefficient]`` that gives the field's fine scale (for messages)."""
+    keys = [k for k in COEFFICIENT_TYPES[coef["type"]] if coef.get(k) == scale]
+    return keys[0] if len(keys) == 1 else "eps"
 
 
 def load(path: str | Path, extra: Mapping[str, Mapping[str, Any]] | None = None,
@@ -209,6 +224,8 @@ def load(path: str | Path, extra: Mapping[str, Mapping[str, Any]] | None = None,
 # ---------------------------------------------------------------------- methods
 #: Keys of ``[msfem]`` that are not parameters of the method.
 MSFEM_KEYS = ("method", "variant", "plugins", "coarse_solver", "local_solver", "assembly")
+#: Where a user finds the methods and their parameters (ends every ``[msfem]`` method error).
+METHODS_HINT = "'msfem methods' lists the methods and their parameters"
 
 
 def load_plugins(paths: list[str], base: Path | None = None) -> None:
@@ -259,13 +276,14 @@ def method_of(table: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     name = table.get(key, "linear")
     if name not in methods.available():
         raise ConfigError(f"[msfem] {key} = {name!r} is not a registered method, must be one "
-                          f"of {', '.join(repr(m) for m in methods.available())}")
+                          f"of {', '.join(repr(m) for m in methods.available())} "
+                          f"({METHODS_HINT})")
     params = {k: v for k, v in table.items() if k not in MSFEM_KEYS
               or (k == "variant" and key == "method")}
     try:
         methods.create(name, **params)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"[msfem] {err}") from err
+        raise ConfigError(f"[msfem] {err} ({METHODS_HINT})") from err
     return name, params
 
 

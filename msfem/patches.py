@@ -45,6 +45,24 @@ from msfem.problem import Problem
 from msfem.transfer import expand_blocks
 
 
+def _index_set(indices: np.ndarray) -> PETSc.IS:
+    """A sequential PETSc index set."""
+    return PETSc.IS().createGeneral(np.asarray(indices, dtype=PETSc.IntType),  # type: ignore[arg-type]
+                                    comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+
+
+class Where:
+    """Names a coarse cell in error messages (formatted only when an error is raised)."""
+
+    __slots__ = ("cell", "vertices")
+
+    def __init__(self, cell: int, vertices: np.ndarray):
+        self.cell, self.vertices = cell, vertices
+
+    def __str__(self) -> str:
+        return f"coarse cell {self.cell} (vertices {self.vertices.round(6).tolist()})"
+
+
 def polynomial_basis(cell_type: str, xi: np.ndarray) -> np.ndarray:
     r"""Values (n, m) of the coarse polynomial space at local coordinates ``xi`` (n, d).
 
@@ -147,8 +165,9 @@ class PatchMesh:
         self._domain = (h.lower, h.upper)
         self.disc = problem.discretise(self.V, boundary_facets=self.boundary_facets)
         self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
-        self.isI = PETSc.IS().createGeneral(self.interior.astype(np.int32), comm=MPI.COMM_SELF)
+        self.isI = _index_set(self.interior)
         self.solver: DirichletSolver | None = None
+        self.A_II: PETSc.Mat | None = None  # buffer of the interior block
         self.origin = np.zeros(h.dim)
         self._neumann_key: tuple = ()
         self._metrics: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
@@ -187,7 +206,7 @@ class PatchMesh:
     def assemble(self) -> PETSc.Mat:
         """Assemble the fine matrix of ``a`` on the mesh (no boundary conditions)."""
         self.A.zeroEntries()
-        dolfinx.fem.petsc.assemble_matrix(self.A, self.disc.a)
+        dolfinx.fem.petsc.assemble_matrix(self.A, self.disc.a)  # type: ignore[arg-type]
         self.A.assemble()
         return self.A
 
@@ -485,8 +504,8 @@ class PatchEngine:
             isI, isB = [], []
             for (pm, _), a, b in zip(placements, sizes[:-1], sizes[1:]):
                 dofs = expand_blocks(blocks[a:b], self.bs).astype(PETSc.IntType)
-                isI.append(PETSc.IS().createGeneral(dofs[pm.interior], comm=MPI.COMM_SELF))
-                isB.append(PETSc.IS().createGeneral(dofs[pm.boundary], comm=MPI.COMM_SELF))
+                isI.append(_index_set(dofs[pm.interior]))
+                isB.append(_index_set(dofs[pm.boundary]))
             sub_II = A.createSubMatrices(isI, isI)
             sub_IB = A.createSubMatrices(isI, isB)
             self.patch_blocks = {}
@@ -513,7 +532,7 @@ class PatchEngine:
             pm.solver = s
         return s
 
-    def factorise(self, solver: DirichletSolver, A_II: PETSc.Mat, what: str) -> None:
+    def factorise(self, solver: DirichletSolver, A_II: PETSc.Mat, what: str | Where) -> None:
         """Factorise :math:`A_{II}` in ``solver`` (timed; errors name the cell)."""
         t0 = solver.petsc_seconds
         try:
@@ -523,7 +542,7 @@ class PatchEngine:
                                       f"coefficient is positive there.") from err
         self.t_petsc += solver.petsc_seconds - t0
 
-    def solve(self, solver: DirichletSolver, rhs: np.ndarray, what: str) -> np.ndarray:
+    def solve(self, solver: DirichletSolver, rhs: np.ndarray, what: str | Where) -> np.ndarray:
         """Solve with the factorisation in ``solver`` for all columns of ``rhs`` (timed)."""
         t0 = solver.petsc_seconds
         try:
@@ -537,7 +556,7 @@ class PatchEngine:
         """Solve again with the last factorisation on ``pm`` (e.g. a load on the interior)."""
         return self.solve(self.solver(pm), rhs, what)
 
-    def dirichlet(self, pm: PatchMesh, G: np.ndarray, what: str,
+    def dirichlet(self, pm: PatchMesh, G: np.ndarray, what: str | Where,
                   lo: tuple[int, ...] | None = None) -> tuple[np.ndarray, sp.csr_matrix | None]:
         r"""Solve :math:`A_{II}\Psi_I = -A_{IB}G`, :math:`\Psi_B = G` on the patch mesh.
 
@@ -550,7 +569,7 @@ class PatchEngine:
             A_II, A_IB = self.patch_blocks.pop((id(pm), tuple(lo)))
         else:
             A = pm.assemble()
-            A_II = A.createSubMatrix(pm.isI, pm.isI)
+            pm.A_II = A_II = A.createSubMatrix(pm.isI, pm.isI, submat=pm.A_II)
             A_csr = to_csr(A)
             A_IB = pm.interior_boundary_block(A_csr)
         psi = np.empty((len(pm.interior) + len(pm.boundary), G.shape[1]))
@@ -559,13 +578,14 @@ class PatchEngine:
             solver = self.solver(pm)
             self.factorise(solver, A_II, what)
             psi[pm.interior] = self.solve(solver, -(A_IB @ G), what)
-        A_II.destroy()
+        if A_II is not pm.A_II:
+            A_II.destroy()
         return psi, A_csr
 
     def dirichlet_unstructured(self, cm: CellMesh, A: PETSc.Mat, G: np.ndarray,
-                               what: str) -> np.ndarray:
+                               what: str | Where) -> np.ndarray:
         """The same Dirichlet solve on a :class:`CellMesh` (its own factorisation)."""
-        isI = PETSc.IS().createGeneral(cm.interior.astype(np.int32), comm=MPI.COMM_SELF)
+        isI = _index_set(cm.interior)
         A_II = A.createSubMatrix(isI, isI)
         solver = self.solver()
         self.factorise(solver, A_II, what)

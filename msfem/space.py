@@ -84,8 +84,12 @@ class MultiscaleSpace:
 
     # ------------------------------------------------------------------ descriptions
     @property
-    def coarse_space(self) -> dolfinx.fem.FunctionSpace:
-        """The dolfinx function space carrying the coarse unknowns."""
+    def coarse_space(self) -> dolfinx.fem.FunctionSpace | None:
+        """The dolfinx function space carrying the coarse unknowns.
+
+        ``None`` when the coarse space has none, e.g. an
+        :class:`~msfem.coarse_space.EntityCoarseSpace`.
+        """
         return self.coarse.function_space
 
     @property
@@ -187,6 +191,7 @@ class MultiscaleSpace:
             self._fine_map = FineMap(V, [empty if e.fine_dofs is None else
                                          np.asarray(e.fine_dofs) for e in self.elements],
                                      numbering)
+        assert self._fine_map is not None
         return self._fine_map
 
     def check_fine_basis(self, what: str) -> None:

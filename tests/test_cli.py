@@ -257,3 +257,70 @@ def test_missing_delegate_is_a_clear_error(monkeypatch, shared_tmp, capsys, comm
     out = shared_tmp / "o"
     status = main([command, str(shared_tmp / "c.toml"), "--out", str(out)])
     check_refused(status, capsys, out, [f"'msfem {command}' is not available", module])
+
+
+# ----------------------------------------------------------------------------- methods
+PLUGIN = Path(__file__).parent / "plugins" / "bubble_msfem.py"
+
+
+def test_methods_lists_the_registry(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    if COMM.rank == 0:
+        for name in msfem.methods.available():
+            assert f"\n{name}: " in "\n" + out, name
+        block = out.split("\noversampling: ")[1].split("\n\n")[0]
+        assert "preset: variant = 'oversampling'" in block
+        assert "    boundary: 'polynomial' | 'oscillatory' | None (default None)" in block
+        assert "override the variant's boundary data" in block
+        assert "\n    variant:" not in block  # fixed by the preset, not a parameter
+        assert "msfem methods --plugin" in out
+    else:
+        assert out == ""
+
+
+def test_methods_json_and_plugins(capsys):
+    from msfem.config import load_plugins
+
+    load_plugins([str(PLUGIN)])
+    assert main(["methods", "--json"]) == 0
+    out = capsys.readouterr().out
+    if COMM.rank == 0:
+        listed = {m["name"]: m for m in json.loads(out)}
+        assert list(listed) == msfem.methods.available()
+        over = listed["oversampling"]
+        assert over["preset"] == {"variant": "oversampling"}
+        assert [p["name"] for p in over["parameters"]] == msfem.methods.parameter_names(
+            "oversampling")
+        boundary = next(p for p in over["parameters"] if p["name"] == "boundary")
+        assert boundary["default"] is None and not boundary["required"]
+        assert "oscillatory" in boundary["type"] and boundary["description"]
+        bubble = listed["bubble-msfem"]
+        assert bubble["summary"].startswith("Linear MsFEM enriched with one multiscale bubble")
+        assert bubble["parameters"] == [
+            {"name": "scale", "type": "float", "default": 1.0, "required": False,
+             "description": "Scale of the bubble function (any nonzero value gives the same "
+                            "solution)."}]
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    if COMM.rank == 0:
+        assert "bubble-msfem: " in out and "    scale: float (default 1.0)" in out
+
+
+def test_methods_plugin_option_and_hints(shared_tmp, capsys):
+    assert main(["methods", "--plugin", str(PLUGIN)]) == 0  # already imported: no-op
+    capsys.readouterr()
+    out = shared_tmp / "out"
+    status = main(["methods", "--plugin", str(shared_tmp / "nowhere.py")])
+    assert status == 2
+    err = capsys.readouterr().err
+    if COMM.rank == 0:
+        assert "nowhere.py' not found" in err
+    assert main(["--help"]) == 0
+    if COMM.rank == 0:
+        assert "'msfem methods' lists every registered method" in capsys.readouterr().out
+    for text in (TINY.replace('variant = "oversampling"', 'method = "lod"'),
+                 TINY.replace("coarse_layers = 1 }", "coarse_layers = 1 }\nlayers = 2")):
+        cfg = write_config(shared_tmp, text)
+        check_refused(main(["solve", str(cfg), "--out", str(out)]), capsys, out,
+                      ["[msfem]", "'msfem methods' lists the methods and their parameters"])

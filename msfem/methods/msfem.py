@@ -55,6 +55,7 @@ from msfem.methods.base import ElementData, Method, Parameters, register
 from msfem.patches import (
     PatchEngine,
     PatchMesh,
+    Where,
     blocked,
     metric_forms,
     nodal_functions,
@@ -122,6 +123,7 @@ class MsFEM(Method):
 
     name = "msfem"
     Parameters = MsFEMParameters
+    params: MsFEMParameters
 
     # ------------------------------------------------------------------ properties
     @property
@@ -260,7 +262,7 @@ class MsFEM(Method):
         if oversampled:
             Kmesh.move_to(h.lower + np.array(patch.cell_lo) * h.h)
         K_vertices = h.coarse_vertices(cell)
-        what = f"coarse cell {cell} (vertices {K_vertices.round(6).tolist()})"
+        what = Where(cell, K_vertices)
         if self.boundary == "none":
             A_K = Kmesh.assemble()
             return self._element(cell, engine, Kmesh, self._nodal(Kmesh, K_vertices, h, bs),
@@ -276,9 +278,12 @@ class MsFEM(Method):
             if self.oversampling(h).sampling_region is not None:
                 engine.region_cache["msfem"] = ((region, self.params), psi)
         # restrict to K (K-mesh dof order) and normalise: φ_i(x_k) = δ_ik
-        S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
-        S_blocks = S.lookup[np.ravel_multi_index(tuple(S_index.T), S.node_shape, order="F")]
-        psi_K = psi[expand_blocks(S_blocks, bs)]
+        if S is Kmesh:
+            psi_K = psi
+        else:
+            S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
+            S_blocks = S.lookup[np.ravel_multi_index(tuple(S_index.T), S.node_shape, order="F")]
+            psi_K = psi[expand_blocks(S_blocks, bs)]
         vertex_blocks = Kmesh.positions(K_vertices)
         try:
             C = np.linalg.inv(psi_K[expand_blocks(vertex_blocks, bs)])
@@ -396,7 +401,7 @@ class MsFEM(Method):
         bs = engine.bs
         cm = engine.cell_mesh(cell)
         K_vertices = h.coarse_vertices(cell)
-        what = f"coarse cell {cell} (vertices {K_vertices.round(6).tolist()})"
+        what = Where(cell, K_vertices)
         xd = cm.dof_coordinates()
         vertex_blocks = cm.positions(K_vertices)
         N = nodal_functions(h.cell_type, xd, K_vertices, h.H, bs)

@@ -47,6 +47,7 @@ import numpy as np
 
 from msfem import config as cfg_mod
 from msfem import methods as registry
+from msfem.coefficients import resolution_error
 from msfem.config import COEFFICIENT_TYPES, ConfigError
 from msfem.mesh import Oversampling
 from msfem.methods.msfem import VARIANTS
@@ -87,8 +88,6 @@ STUDY_SCHEMA: dict[str, Any] = {
 }
 #: Keys of ``[published]``: numbers from a paper, shown beside ours in the report.
 PUBLISHED_SCHEMA: dict[str, Any] = {"source": str, "note": str, "rows": "list"}
-#: Minimum fine cells per period ε on the MsFEM sub-grid (``allow_unresolved`` lifts it).
-CELLS_PER_EPS = 8
 _METHOD_KEYS = ("name", "method", "boundary", "oversampling")
 _PATCH_KEYS = ("coarse_layers", "ratio", "fine_layers", "patch_fine_cells", "sampling_region")
 _DEFAULT_METRICS = ("nodal_linf", "nodal_l2", "energy_rel")
@@ -326,7 +325,7 @@ def _methods(study: Mapping[str, Any], msfem: Mapping[str, Any]) -> tuple[Method
         kind = entry.get("method")
         if kind not in all_methods():
             raise ConfigError(f"{where}: method {kind!r} is not one of "
-                              f"{', '.join(all_methods())}")
+                              f"{', '.join(all_methods())} ({cfg_mod.METHODS_HINT})")
         own = [] if kind in VARIANTS or kind not in registry.available() else \
             registry.parameter_names(kind)
         for key in entry:
@@ -338,7 +337,7 @@ def _methods(study: Mapping[str, Any], msfem: Mapping[str, Any]) -> tuple[Method
             try:
                 registry.create(kind, **dict(parameters))
             except (TypeError, ValueError) as err:
-                raise ConfigError(f"{where}: {err}") from err
+                raise ConfigError(f"{where}: {err} ({cfg_mod.METHODS_HINT})") from err
         boundary = entry.get("boundary", default_boundary if kind in VARIANTS else None)
         if boundary is not None:
             if kind not in VARIANTS or kind in ("standard", "msfem"):
@@ -393,9 +392,9 @@ def _coefficient_sweeps(study: Mapping[str, Any], coefficient: Mapping[str, Any]
         if not values:
             raise ConfigError(f"[study.coefficient] {key} must not be empty")
         for v in values:
-            if not cfg_mod._is(v, accepted[key]):
+            if not cfg_mod.is_kind(v, accepted[key]):
                 raise ConfigError(f"[study.coefficient] {key} = {v!r} must be "
-                                  f"{cfg_mod._describe(accepted[key])}")
+                                  f"{cfg_mod.describe_kind(accepted[key])}")
         if len(set(map(fmt, values))) != len(values):
             raise ConfigError(f"[study.coefficient] {key} lists a value twice")
         sweeps.append((key, values))
@@ -595,12 +594,11 @@ def _check_case(case: Case, methods: Sequence[Method], cell: str, length: float,
         cfg_mod.build_problem(problem, fld, dim)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[coefficient]/[problem] for case {case.describe()}: {err}") from err
-    scale = getattr(fld, "eps", None)
-    if scale is not None and h > scale / CELLS_PER_EPS * (1 + 1e-12) and not allow_unresolved:
+    unresolved = None if allow_unresolved else resolution_error(fld.eps, h)
+    if unresolved is not None:
         raise ConfigError(
-            f"[study] eps: case {case.describe()} is unresolved: fine h = 1/{case.NM} = {h:.4g} "
-            f"> eps/{CELLS_PER_EPS} = {scale / CELLS_PER_EPS:.4g}; increase M or NM, or set "
-            f"allow_unresolved = true")
+            f"[study] eps: case {case.describe()} is unresolved (fine h = 1/{case.NM}): "
+            f"{unresolved}; increase M or NM, or set allow_unresolved = true")
     for m in methods:
         oscillatory = m.kind in VARIANTS and (m.boundary or VARIANTS[m.kind].boundary) \
             == "oscillatory"
