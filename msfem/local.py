@@ -202,7 +202,7 @@ class _Factorisation:
             raise RuntimeError(f"{self.what}: no operator set")
         return self.A.getSize()[0]
 
-    def set_operator(self, A: PETSc.Mat) -> None:
+    def set_operator(self, A: PETSc.Mat, same_pattern: bool = False) -> None:
         _check_sequential(A, self.what)
         m, n = A.getSize()
         if m != n:
@@ -213,9 +213,13 @@ class _Factorisation:
                 return self.set_operator(aij)
             finally:
                 aij.destroy()
-        ia, ja = A.getRowIJ()
-        same = self.A is not None and self.A.getSize() == (m, n) and self._pattern is not None \
-            and np.array_equal(ia, self._pattern[0]) and np.array_equal(ja, self._pattern[1])
+        if same_pattern and self.A is not None and self.A.getSize() == (m, n):
+            same = True  # the caller guarantees the sparsity (e.g. one patch shape)
+        else:
+            ia, ja = A.getRowIJ()
+            same = self.A is not None and self.A.getSize() == (m, n) and \
+                self._pattern is not None and np.array_equal(ia, self._pattern[0]) and \
+                np.array_equal(ja, self._pattern[1])
         if same:
             assert self.A is not None  # `same` implies an operator is set
             A.copy(self.A, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)  # type: ignore[arg-type]
@@ -277,11 +281,12 @@ class _Factorisation:
         finally:
             Bm.destroy()
             Xm.destroy()
-        if not np.isfinite(X).all():
+        x_norm = np.abs(X).max(axis=0)  # NaN and inf propagate into the column maxima
+        if not np.isfinite(x_norm).all():
             raise SolverError(f"{self.what}: the solution is not finite (singular matrix?)")
         # ||x|| <= ||A^-1|| ||b||: a larger ratio proves cond(A) > 1/eps, i.e. A is singular
         # to working precision even when no pivot was exactly zero
-        ratio = self._norm * np.abs(X).max(axis=0)
+        ratio = self._norm * x_norm
         b_norm = np.abs(B).max(axis=0)
         if np.any(ratio > b_norm / np.finfo(float).eps):
             worst = np.max(ratio / np.maximum(b_norm, np.finfo(float).tiny))
@@ -374,16 +379,18 @@ class DirichletSolver(_Destroyable):
         """Wall time spent inside PETSc factorising and solving, since creation."""
         return self._factor.petsc_seconds
 
-    def set_operator(self, A: PETSc.Mat) -> None:
+    def set_operator(self, A: PETSc.Mat, same_pattern: bool = False) -> None:
         """Set and factorise :math:`A_{II}`; same sparsity as before: numeric phase only.
 
         Args:
             A: Square sequential AIJ matrix (copied).
+            same_pattern: the caller guarantees the sparsity of the previous operator (skips
+                the comparison of the row/column index arrays).
 
         Raises:
             SolverError: The factorisation failed.
         """
-        self._factor.set_operator(A)
+        self._factor.set_operator(A, same_pattern)
 
     def solve(self, B: Array) -> Array:
         r"""Solve :math:`A_{II} X = B`.

@@ -496,14 +496,24 @@ class PatchEngine:
             V = numbering.V
             A = dolfinx.fem.petsc.assemble_matrix(self.problem.discretise(V).a)
             A.assemble()
-            shape = np.array(h.N) * h.M * deg + 1
-            ids = [np.ravel_multi_index(tuple((pm.dof_index + np.array(lo) * deg).T), shape,
-                                        order="F") for pm, lo in placements]
-            sizes = np.cumsum([0] + [len(i) for i in ids])
-            blocks = numbering.blocks(np.concatenate(ids) if ids else np.zeros(0, dtype=int))
+            # global blocks of the lattice box covering all patches: one AO lookup
+            if placements:
+                lo_box = np.min([lo for _, lo in placements], axis=0)
+                hi_box = np.max([np.array(lo) + pm.shape for pm, lo in placements], axis=0)
+            else:
+                lo_box = hi_box = np.zeros(h.dim, dtype=int)
+            box_shape: tuple[int, ...] = tuple(
+                int(n) for n in np.asarray((hi_box - lo_box) * deg + 1).ravel())
+            nodes = np.array(np.unravel_index(np.arange(int(np.prod(box_shape))),
+                                              box_shape)) + (lo_box * deg)[:, None]
+            box_ids = np.ravel_multi_index(tuple(nodes), np.array(h.N) * h.M * deg + 1,
+                                           order="F")  # lattice ids (hierarchy.lattice_ids)
+            box_blocks = numbering.blocks(box_ids) if placements else box_ids
             isI, isB = [], []
-            for (pm, _), a, b in zip(placements, sizes[:-1], sizes[1:]):
-                dofs = expand_blocks(blocks[a:b], self.bs).astype(PETSc.IntType)
+            for pm, lo in placements:
+                at = np.ravel_multi_index(
+                    tuple((pm.dof_index + (np.array(lo) - lo_box) * deg).T), box_shape)
+                dofs = expand_blocks(box_blocks[at], self.bs).astype(PETSc.IntType)
                 isI.append(_index_set(dofs[pm.interior]))
                 isB.append(_index_set(dofs[pm.boundary]))
             sub_II = A.createSubMatrices(isI, isI)
@@ -532,11 +542,15 @@ class PatchEngine:
             pm.solver = s
         return s
 
-    def factorise(self, solver: DirichletSolver, A_II: PETSc.Mat, what: str | Where) -> None:
-        """Factorise :math:`A_{II}` in ``solver`` (timed; errors name the cell)."""
+    def factorise(self, solver: DirichletSolver, A_II: PETSc.Mat, what: str | Where,
+                  same_pattern: bool = False) -> None:
+        """Factorise :math:`A_{II}` in ``solver`` (timed; errors name the cell).
+
+        ``same_pattern``: A_II has the sparsity of the solver's previous operator.
+        """
         t0 = solver.petsc_seconds
         try:
-            solver.set_operator(A_II)
+            solver.set_operator(A_II, same_pattern=same_pattern)
         except solvers.SolverError as err:
             raise solvers.SolverError(f"local problem on {what}: {err}. Check that the "
                                       f"coefficient is positive there.") from err
@@ -576,7 +590,8 @@ class PatchEngine:
         psi[pm.boundary] = G
         if len(pm.interior):  # (a coarse tetrahedron with M = 1 has no interior dof)
             solver = self.solver(pm)
-            self.factorise(solver, A_II, what)
+            # one patch mesh: the same sparsity, extracted or assembled, in the same order
+            self.factorise(solver, A_II, what, same_pattern=True)
             psi[pm.interior] = self.solve(solver, -(A_IB @ G), what)
         if A_II is not pm.A_II:
             A_II.destroy()
