@@ -354,7 +354,8 @@ class PatchEngine:
         self.region_cache: dict[Any, Any] = {}
         self._fine_dofs: tuple | None = None
         self._n_cell_meshes = 0
-        self.patch_blocks: dict[tuple, tuple[PETSc.Mat, sp.csr_matrix]] = {}
+        self.box_A: PETSc.Mat | None = None
+        self.box_patches: set[tuple] = set()
         self._numbering = None
         self._boundary_tree: cKDTree | None = None
         self.patch_coords: dict[int, np.ndarray] = {}
@@ -481,17 +482,19 @@ class PatchEngine:
         return self._fine_dofs
 
     def extract_patches(self, placements: list[tuple[PatchMesh, tuple[int, ...]]]) -> None:
-        """Take the blocks of many patches from one assembly of the fine operator (collective).
+        """Prepare the patches' blocks from one assembly of the fine operator (collective).
 
-        The distributed fine operator :math:`A_h` is assembled once and every patch's
-        :math:`A_{II}` and :math:`A_{IB}` (rows and columns in the patch mesh's order) are
-        extracted with one ``MatCreateSubMatrices`` call each: an interior dof's support
-        lies in the patch, so these blocks equal those of the patch assembled on its own.
-        ``placements`` lists (patch mesh, first fine square) of this rank's patches.
+        The distributed fine operator :math:`A_h` is assembled once; this rank keeps the
+        rows and columns of the lattice box covering its patches (``placements``: patch
+        mesh, first fine square) as one sequential matrix (one ``MatCreateSubMatrices``
+        call on several ranks), from which :meth:`dirichlet` takes each patch's
+        :math:`A_{II}` and :math:`A_{IB}` (rows and columns in the patch mesh's order)
+        without communication: an interior dof's support lies in the patch, so these
+        blocks equal those of the patch assembled on its own.
         """
         h = self.hierarchy
         deg = self.problem.degree
-        with dolfinx.common.Timer("~msfem: offline (fine operator, patch blocks)"):
+        with dolfinx.common.Timer("~msfem: offline (fine operator, patch box)"):
             numbering = self.fine_numbering()
             V = numbering.V
             A = dolfinx.fem.petsc.assemble_matrix(self.problem.discretise(V).a)
@@ -508,22 +511,32 @@ class PatchEngine:
                                               box_shape)) + (lo_box * deg)[:, None]
             box_ids = np.ravel_multi_index(tuple(nodes), np.array(h.N) * h.M * deg + 1,
                                            order="F")  # lattice ids (hierarchy.lattice_ids)
-            box_blocks = numbering.blocks(box_ids) if placements else box_ids
-            isI, isB = [], []
-            for pm, lo in placements:
-                at = np.ravel_multi_index(
-                    tuple((pm.dof_index + (np.array(lo) - lo_box) * deg).T), box_shape)
-                dofs = expand_blocks(box_blocks[at], self.bs).astype(PETSc.IntType)
-                isI.append(_index_set(dofs[pm.interior]))
-                isB.append(_index_set(dofs[pm.boundary]))
-            sub_II = A.createSubMatrices(isI, isI)
-            sub_IB = A.createSubMatrices(isI, isB)
-            self.patch_blocks = {}
-            for (pm, lo), A_II, A_IB in zip(placements, sub_II, sub_IB):
-                self.patch_blocks[(id(pm), tuple(lo))] = (A_II, to_csr(A_IB))
-                A_IB.destroy()
-            for obj in (*isI, *isB, A):
-                obj.destroy()
+            box_blocks = numbering.blocks(box_ids)
+            if h.comm.size == 1:  # the operator is sequential: index it directly
+                self.box_A, self.box_blocks = A, box_blocks
+            else:
+                isU = _index_set(expand_blocks(box_blocks, self.bs))
+                self.box_A = A.createSubMatrices([isU], [isU])[0]
+                self.box_blocks = np.arange(len(box_blocks), dtype=np.int64)
+                for obj in (isU, A):
+                    obj.destroy()
+            self.box_lo, self.box_shape = np.asarray(lo_box), box_shape
+            self.box_patches = {(id(pm), tuple(lo)) for pm, lo in placements}
+
+    def _box_blocks(self, pm: PatchMesh, lo: tuple[int, ...]) -> tuple[PETSc.Mat, sp.csr_matrix]:
+        """A_II (PETSc) and A_IB (CSR) of patch mesh ``pm`` at ``lo`` from the box operator."""
+        deg = self.problem.degree
+        assert self.box_A is not None, "extract_patches() prepares the box operator"
+        at = np.ravel_multi_index(
+            tuple((pm.dof_index + (np.array(lo) - self.box_lo) * deg).T), self.box_shape)
+        dofs = expand_blocks(self.box_blocks[at], self.bs)
+        isI, isB = _index_set(dofs[pm.interior]), _index_set(dofs[pm.boundary])
+        A_II = self.box_A.createSubMatrix(isI, isI)
+        A_IB = self.box_A.createSubMatrix(isI, isB)
+        A_IB_csr = to_csr(A_IB)
+        for obj in (A_IB, isI, isB):
+            obj.destroy()
+        return A_II, A_IB_csr
 
     # ------------------------------------------------------------------ solvers
     def solver(self, pm: PatchMesh | None = None) -> DirichletSolver:
@@ -579,8 +592,8 @@ class PatchEngine:
         blocks come from the fine operator and the patch matrix is not formed (``None``).
         """
         A_csr = None
-        if lo is not None and (id(pm), tuple(lo)) in self.patch_blocks:
-            A_II, A_IB = self.patch_blocks.pop((id(pm), tuple(lo)))
+        if lo is not None and (id(pm), tuple(lo)) in self.box_patches:
+            A_II, A_IB = self._box_blocks(pm, lo)
         else:
             A = pm.assemble()
             pm.A_II = A_II = A.createSubMatrix(pm.isI, pm.isI, submat=pm.A_II)
