@@ -3,6 +3,8 @@
     python benchmarks/offline.py                       (M = 16 and M = 32, N = 32, 1 rank)
     mpiexec -n 2 python benchmarks/offline.py --M 16   (2 ranks: also the speed-up)
 
+Every time is the median of ``--repeat`` runs (default 3).
+
 * offline / floor  -- the headline: offline wall time over the *floor of the method*, the
   time of one assembly of the fine operator on the same mesh (dolfinx, same form and
   quadrature) plus the fastest available factorisation and solves of the same patch
@@ -17,10 +19,12 @@
 """
 
 import argparse
+import gc
 import resource
 import time
 
 import msfem  # first: it imports dolfinx_solver before dolfinx
+import numpy as np
 import dolfinx
 import dolfinx.fem.petsc
 from mpi4py import MPI
@@ -31,6 +35,8 @@ parser.add_argument("--M", type=int, nargs="+", default=[16, 32],
                     help="fine cells per coarse cell")
 parser.add_argument("--quadrature-degree", type=int, default=4)
 parser.add_argument("--variants", nargs="+", default=["linear", "oversampling"])
+parser.add_argument("--repeat", type=int, default=3,
+                    help="runs of every measurement; the median is reported")
 args = parser.parse_args()
 comm = MPI.COMM_WORLD
 eps = 1.0 / (2 * args.N)
@@ -44,11 +50,18 @@ SOLVERS = {
 }
 
 
-def offline(c, hier, variant, options=None):
+def offline(c, hier, variant, options=None, keep=False):
+    """Build the space; return it (``keep``) or only its timings (memory freed first)."""
+    gc.collect()
     layers = 1 if variant in ("oversampling", "petrov-galerkin") else 0
     space = msfem.MultiscaleSpace(hier, problem, variant, layers, petsc_options=options)
     space.build()
-    return space
+    if keep:
+        return space
+    timings = dict(space.timings)
+    del space
+    gc.collect()
+    return timings
 
 
 def fine_assembly(hier):
@@ -84,11 +97,13 @@ for M in args.M:
         offline(comm, hier, variant)  # warm-up (JIT of the patch forms)
         petsc = {}
         for name, opts in SOLVERS.items():
-            s = offline(comm, hier, variant, {"ksp_type": "preonly", **opts})
-            petsc[name] = comm.allreduce(s.timings["local_petsc"], op=MPI.MAX)
-        space = offline(comm, hier, variant)
-        t_off = space.timings["offline"]
-        t_petsc = comm.allreduce(space.timings["local_petsc"], op=MPI.MAX)
+            petsc[name] = float(np.median([comm.allreduce(
+                offline(comm, hier, variant, {"ksp_type": "preonly", **opts})["local_petsc"],
+                op=MPI.MAX) for _ in range(args.repeat)]))
+        runs = [offline(comm, hier, variant) for _ in range(args.repeat)]
+        t_off = float(np.median([r["offline"] for r in runs]))
+        t_petsc = float(np.median([comm.allreduce(r["local_petsc"], op=MPI.MAX) for r in runs]))
+        space = offline(comm, hier, variant, keep=True)
         floor = t_asm + min(petsc.values())
         best = min(petsc, key=petsc.get)
         rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, op=MPI.SUM)
@@ -110,7 +125,8 @@ for M in args.M:
             t_serial = None
             if comm.rank == 0:
                 h1 = msfem.StructuredHierarchy(MPI.COMM_SELF, args.N, M, "quadrilateral")
-                t_serial = offline(MPI.COMM_SELF, h1, variant).timings["offline"]
+                t_serial = float(np.median([offline(MPI.COMM_SELF, h1, variant)["offline"]
+                                            for _ in range(args.repeat)]))
             t_serial = comm.bcast(t_serial, root=0)
             lines.append(f"    offline speed-up 1 -> {comm.size} ranks = {t_serial / t_off:.2f}")
         if comm.rank == 0:

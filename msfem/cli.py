@@ -132,7 +132,8 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
     # the reference first: it also refuses non-positive coefficients before the offline phase
     fine = _reference(hier, problem, cfg)
     space = msfem.MultiscaleSpace(hier, problem, method, parameters=parameters,
-                                  petsc_options=table.get("local_solver"))
+                                  petsc_options=table.get("local_solver"),
+                                  store_energy=table.get("store_energy", True))
     logger.info("offline: method %r, %d fine layers of oversampling", space.name,
                 space.layers)
     space.build(progress=True)

@@ -82,7 +82,8 @@ class CoarseSolution:
         h = self.space.hierarchy
         fmap = self.fine_map(u_ref.function_space)
         local_ref = fmap.gather(u_ref)
-        out = norms.broken_errors(self.space.elements, self.element_values(), local_ref, h.comm)
+        out = norms.broken_errors(self.space.elements, self.element_values(), local_ref, h.comm,
+                                  energy=self.space.energy_matrix)
         nodal = self.space.coarse.vertex_values(self.vector.getArray(readonly=True))
         if nodal is None:  # a coarse space without vertex values
             out.update(nodal_linf=float("nan"), nodal_l2=float("nan"))

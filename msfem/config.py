@@ -111,7 +111,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     # [msfem]: these keys, plus the method's own parameters from the registry
     # (msfem.methods); checked by method_of().
     "msfem": {"method": str, "variant": str, "plugins": "list", "coarse_solver": "options",
-              "local_solver": "options", "assembly": ("element", "ptap")},
+              "local_solver": "options", "assembly": ("element", "ptap"),
+              "store_energy": bool},
     "output": {"format": ("vtx", "xdmf"), "png": bool, "fields": bool},
 }
 
@@ -223,7 +224,8 @@ def load(path: str | Path, extra: Mapping[str, Mapping[str, Any]] | None = None,
 
 # ---------------------------------------------------------------------- methods
 #: Keys of ``[msfem]`` that are not parameters of the method.
-MSFEM_KEYS = ("method", "variant", "plugins", "coarse_solver", "local_solver", "assembly")
+MSFEM_KEYS = ("method", "variant", "plugins", "coarse_solver", "local_solver", "assembly",
+              "store_energy")
 #: Where a user finds the methods and their parameters (ends every ``[msfem]`` method error).
 METHODS_HINT = "'msfem methods' lists the methods and their parameters"
 

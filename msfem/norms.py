@@ -18,7 +18,7 @@ conforming functions. Nodal errors at the coarse vertices :math:`x_i`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dolfinx
 import numpy as np
@@ -70,21 +70,23 @@ def errors(u: dolfinx.fem.Function, u_ref, disc=None) -> dict[str, float]:
 
 
 def broken_errors(elements: Sequence, coarse_values: Sequence[np.ndarray],
-                  u_ref_local: Sequence[np.ndarray], comm: MPI.Comm) -> dict[str, float]:
+                  u_ref_local: Sequence[np.ndarray], comm: MPI.Comm,
+                  energy: Callable | None = None) -> dict[str, float]:
     r"""Broken errors of the multiscale solution :math:`\sum_i U_i\phi_i` per coarse cell.
 
     ``elements[k]`` is the :class:`~msfem.methods.ElementData` of the k-th owned coarse
     cell, ``coarse_values[k]`` the coarse solution at its trial dofs and ``u_ref_local[k]``
     the reference on its fine dofs. Returns absolute and relative errors in the broken L2,
     H1-seminorm and energy norms: :math:`\|e\|^2 = \sum_K e_K^T M_K e_K` with :math:`M_K`
-    the mass, stiffness or energy matrix of the fine sub-grid of K (the energy norm needs
-    the element's ``energy`` matrix; without it the energy entries are NaN).
+    the mass, stiffness or energy matrix of the fine sub-grid of K. The energy matrix is
+    the element's ``energy``, or ``energy(element)`` when it was not stored (recomputed on
+    demand); without either the energy entries are NaN.
     """
     sums = np.zeros(6)
     for e, U, ref in zip(elements, coarse_values, u_ref_local):
         err = ref - e.trial @ U
         M, L = e.metrics
-        E = e.energy
+        E = e.energy if e.energy is not None or energy is None else energy(e)
         sums += [err @ (M @ err), ref @ (M @ ref), err @ (L @ err), ref @ (L @ ref),
                  err @ (E @ err) if E is not None else np.nan,
                  ref @ (E @ ref) if E is not None else np.nan]

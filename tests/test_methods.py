@@ -341,3 +341,18 @@ def test_default_quadrature_degree_matches_ufl_estimate(comm):
         assert errs[None, v] == pytest.approx(errs["ufl", v], rel=1e-3)
     with pytest.raises(ValueError, match="quadrature_degree"):
         msfem.diffusion(1.0, quadrature_degree="high")
+
+
+@pytest.mark.parametrize("variant,os", [("linear", 0), ("oversampling", 1)])
+def test_energy_matrices_on_demand(comm, variant, os):
+    """store_energy=False drops the elements' fine matrices; errors() assembles them again."""
+    hier = msfem.StructuredHierarchy(comm, 4, 8)
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 4), f=-1.0, quadrature_degree=4)
+    fine = msfem.solve_fine(hier.fine, problem, petsc_options=DIRECT_OPTIONS).u
+    errs = []
+    for store in (True, False):
+        space = msfem.MultiscaleSpace(hier, problem, variant, os, store_energy=store).build()
+        assert all((e.energy is None) != store for e in space.elements)
+        errs.append(msfem.solve_coarse(space).errors(fine))
+    for key in ("energy_rel", "energy", "l2_rel", "nodal_linf"):
+        assert errs[1][key] == pytest.approx(errs[0][key], rel=1e-12)

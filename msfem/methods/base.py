@@ -161,6 +161,13 @@ class Method(abc.ABC):
     def prepare(self, engine: PatchEngine, cells: np.ndarray) -> None:  # noqa: B027
         """Per-rank set-up before the loop over the owned ``cells`` (e.g. one assembly)."""
 
+    def energy_matrix(self, cell: int, engine: PatchEngine) -> sp.csr_matrix | None:
+        """The fine matrix of :math:`a` on coarse cell ``cell``; ``None``: not available.
+
+        Used for the energy norms of elements whose ``energy`` was not stored.
+        """
+        return None
+
     @abc.abstractmethod
     def local(self, cell: int, engine: PatchEngine) -> ElementData:
         """Solve the local problems of coarse cell ``cell``; return its element data."""

@@ -296,6 +296,19 @@ class MsFEM(Method):
             A_csr = to_csr(Kmesh.assemble())
         return self._element(cell, engine, Kmesh, phi, A_csr, K_vertices)
 
+    def energy_matrix(self, cell: int, engine: PatchEngine):
+        """The fine matrix of :math:`a` on K, assembled again (spaces without stored ones)."""
+        h = engine.hierarchy
+        if engine.unstructured:
+            A = engine.cell_mesh(cell).assemble()
+            out = to_csr(A)
+            A.destroy()
+            return out
+        _, sub = h.coarse_square(cell)
+        Kmesh = engine.patch_mesh((h.M,) * h.dim, sub if h.n_sub > 1 else None)
+        Kmesh.move_to(h.lower + np.array(h.patch(cell, 0).lo) * h.h)
+        return to_csr(Kmesh.assemble())
+
     # ------------------------------------------------------------------ pieces
     def _nodal(self, Kmesh: PatchMesh, K_vertices: np.ndarray, h, bs: int) -> np.ndarray:
         """The coarse nodal functions N_i at the fine dofs of K (cached per offset)."""

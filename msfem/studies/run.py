@@ -194,7 +194,8 @@ def _run_method(plan: Plan, c: _Case, method: Method, u_ref: dolfinx.fem.Functio
         oversampling = patch.oversampling(c.hier.M) if method.kind in VARIANTS else None
         space = MultiscaleSpace(c.hier, c.problem, method.kind, oversampling,
                                 boundary=method.boundary, parameters=dict(method.parameters),
-                                petsc_options=msfem_cfg.get("local_solver"))
+                                petsc_options=msfem_cfg.get("local_solver"),
+                                store_energy=msfem_cfg.get("store_energy", True))
         space.build()
         sol = solve_coarse(space, petsc_options=msfem_cfg.get("coarse_solver"))
         errs = sol.errors(u_ref)
