@@ -407,25 +407,60 @@ def as_ufl(fld: Field | float | Sequence[float] | Sequence[Sequence[float]],
     return FieldOnMesh(fld, mesh)
 
 
+def smallest_eigenvalue(values: Any) -> tuple[int, float]:
+    r"""Where samples of a coefficient are least positive (definite), and how positive.
+
+    The one test of positivity in msfem (:func:`check_positive` for fields,
+    :func:`msfem.homogenization.cell.check_positive_definite` for UFL expressions and the
+    fine solve's check of constant coefficients all call it). ``values`` are ``n`` scalars,
+    shape (n,), or ``n`` square tensors, shape (n, d, d) (real parts are used). A scalar
+    counts by its value; a tensor :math:`A` by the smallest eigenvalue of its symmetric part
+    :math:`(A + A^T)/2`, which is the coercivity constant
+    :math:`\min_{|\xi| = 1} \xi\cdot A\xi` -- for a nonsymmetric tensor the eigenvalues of
+    :math:`A` itself say nothing (:math:`[[1, 0], [5, 1]]` has eigenvalues 1, 1, but
+    :math:`\xi = (1, -1)` gives :math:`\xi\cdot A\xi = -3`).
+
+    The samples are positive (definite) if and only if the value returned is ``> 0``. A
+    non-finite sample (NaN or infinite entry) is returned first, with the value NaN, so
+    ``not value > 0`` refuses it too.
+
+    Returns:
+        ``(index, value)``: the index of the worst sample and its smallest eigenvalue (its
+        value for scalars); ``(-1, inf)`` when there are no samples.
+
+    Raises:
+        ValueError: for values of any other shape (e.g. vectors).
+    """
+    vals = np.real(np.asarray(values))
+    if vals.ndim not in (1, 3) or (vals.ndim == 3 and vals.shape[1] != vals.shape[2]):
+        raise ValueError(f"positivity is defined for scalars (n,) and square tensors "
+                         f"(n, d, d), got values of shape {vals.shape}")
+    if vals.shape[0] == 0:
+        return -1, np.inf
+    finite = np.isfinite(vals.reshape(vals.shape[0], -1)).all(axis=1)
+    if not finite.all():
+        return int(np.argmin(finite)), np.nan
+    if vals.ndim == 3:
+        vals = np.linalg.eigvalsh(0.5 * (vals + np.swapaxes(vals, 1, 2)))[:, 0]
+    worst = int(np.argmin(vals))
+    return worst, float(vals[worst])
+
+
 def check_positive(fld: Field, points: np.ndarray, name: str = "coefficient") -> None:
-    """Raise ValueError if ``fld`` is not (uniformly) positive definite at ``points`` (3, n)."""
+    """Raise ValueError if ``fld`` is not (uniformly) positive definite at ``points`` (3, n).
+
+    Positive definite as defined by :func:`smallest_eigenvalue` (a tensor by its symmetric
+    part).
+    """
     if points.shape[1] == 0:
         return
     values = fld.evaluate(points)
-    if values.ndim == 1:
-        worst = int(np.argmin(values))
-        smallest = values[worst]
-    else:
-        d = values.shape[0]
-        mats = np.moveaxis(values.reshape(d, d, -1), -1, 0)
-        if not np.allclose(mats, np.swapaxes(mats, 1, 2), atol=1e-12 * np.abs(mats).max()):
-            eig = np.linalg.eigvals(mats).real
-        else:
-            eig = np.linalg.eigvalsh(mats)
-        lam = eig.min(axis=1)
-        worst = int(np.argmin(lam))
-        smallest = lam[worst]
-    if not np.isfinite(smallest) or smallest <= 0:
+    try:
+        worst, smallest = smallest_eigenvalue(np.moveaxis(values, -1, 0))
+    except ValueError as err:
+        raise ValueError(f"{name} {type(fld).__name__} of shape {values.shape[:-1]} cannot "
+                         f"be positive definite: {err}") from err
+    if not smallest > 0:
         x = np.round(points[:, worst], 6).tolist()
         raise ValueError(
             f"{name} {type(fld).__name__} is not positive definite: value {smallest:.4g} at "

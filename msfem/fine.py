@@ -24,7 +24,7 @@ from msfem import (
     _runtime,  # noqa: F401
     solvers,
 )
-from msfem.coefficients import Field, check_positive, check_resolution
+from msfem.coefficients import Field, check_positive, check_resolution, smallest_eigenvalue
 from msfem.problem import Problem
 
 
@@ -62,8 +62,9 @@ def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
 
     Every coefficient the problem declares positive
     (:attr:`~msfem.problem.Problem.positive_coefficients`; by default all of them) must be
-    uniformly positive definite, :math:`a(x) \ge \alpha > 0` (smallest eigenvalue of a
-    tensor), sampled at the owned cell midpoints; the others (e.g. a reaction coefficient
+    uniformly positive definite, :math:`a(x) \ge \alpha > 0` (for a tensor: the smallest
+    eigenvalue of its symmetric part, :func:`~msfem.coefficients.smallest_eigenvalue`),
+    sampled at the owned cell midpoints; the others (e.g. a reaction coefficient
     :math:`c \ge 0`) are not checked. The warning is issued when a field's scale ε is not
     resolved by the mesh.
     """
@@ -77,7 +78,7 @@ def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
             continue
         found = None
         if not isinstance(fld, Field):
-            if float(np.min(np.linalg.eigvalsh(np.atleast_2d(fld)))) <= 0:
+            if not smallest_eigenvalue(np.asarray(fld, dtype=float)[None])[1] > 0:
                 found = f"coefficient {name!r} = {fld} is not positive."
         else:
             try:

@@ -9,7 +9,7 @@ import ufl
 from mpi4py import MPI
 
 import msfem
-from msfem.coefficients import as_ufl, check_positive
+from msfem.coefficients import as_ufl, check_positive, smallest_eigenvalue
 
 
 def _integrals(fld, comm):
@@ -83,6 +83,49 @@ def test_non_positive_refused_with_location():
     tens = msfem.ConstantField([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues 3, -1
     with pytest.raises(ValueError, match="not positive definite"):
         check_positive(tens, np.zeros((3, 2)))
+
+
+def test_smallest_eigenvalue():
+    assert smallest_eigenvalue(np.array([2.0, -1.0, 3.0])) == (1, -1.0)
+    # the symmetric part counts: [[1, 0], [5, 1]] has eigenvalues 1, 1 but is indefinite
+    tensors = np.array([[[1.0, 3.0], [-3.0, 1.0]], [[1.0, 0.0], [5.0, 1.0]]])
+    k, lam = smallest_eigenvalue(tensors)
+    assert k == 1 and lam == pytest.approx(-1.5)
+    k, lam = smallest_eigenvalue(np.array([1.0, np.inf, np.nan]))
+    assert k == 1 and np.isnan(lam)
+    assert smallest_eigenvalue(np.zeros((0, 2, 2))) == (-1, np.inf)
+    with pytest.raises(ValueError, match="square tensors"):
+        smallest_eigenvalue(np.ones((4, 2)))
+
+
+@pytest.mark.parametrize("tensor, positive", [
+    ([[1.0, 3.0], [-3.0, 1.0]], True),  # symmetric part I; eigenvalues 1 +- 3i
+    ([[1.0, 0.0], [5.0, 1.0]], False),  # eigenvalues 1, 1; symmetric part has 1 - 2.5 < 0
+])
+def test_positivity_checks_agree_on_nonsymmetric_tensors(comm, tensor, positive):
+    """Field at points, UFL at midpoints and a constant coefficient: one definition."""
+    from msfem.fine import check_coefficients
+    from msfem.homogenization.cell import check_positive_definite
+
+    mesh = dolfinx.mesh.create_unit_square(comm, 2, 2)
+    checks = {
+        "field": lambda: check_positive(msfem.ConstantField(tensor), np.zeros((3, 2))),
+        "ufl": lambda: check_positive_definite(mesh, ufl.as_matrix(tensor)),
+        "constant": lambda: check_positive_definite(
+            mesh, dolfinx.fem.Constant(mesh, np.array(tensor, dtype=dolfinx.default_scalar_type))),
+        "problem-field": lambda: check_coefficients(
+            msfem.diffusion(msfem.ConstantField(tensor)), mesh),
+        "problem-number": lambda: check_coefficients(msfem.diffusion(tensor), mesh),
+    }
+    refused = {}
+    for what, check in checks.items():
+        try:
+            check()
+            refused[what] = False
+        except ValueError as err:
+            assert "not positive" in str(err)
+            refused[what] = True
+    assert refused == dict.fromkeys(checks, not positive)
 
 
 def test_unresolved_eps_warns(comm):

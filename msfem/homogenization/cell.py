@@ -60,6 +60,7 @@ from msfem import (
     _runtime,  # noqa: F401  (imports dolfinx_solver first when installed)
     solvers,
 )
+from msfem.coefficients import smallest_eigenvalue
 from msfem.homogenization.periodic import PeriodicMap, periodic_map, subtract_mean
 from msfem.solvers import DIRECT_OPTIONS
 
@@ -196,7 +197,9 @@ def check_positive_definite(mesh: dolfinx.mesh.Mesh, expr: Any, name: str = "a")
     r"""Refuse a coefficient that is not positive definite at some cell midpoint.
 
     Scalars must be :math:`> 0`, :math:`d\times d` tensors must have a positive definite
-    symmetric part. Collective: every rank raises the same error.
+    symmetric part (:func:`msfem.coefficients.smallest_eigenvalue`, the test shared with
+    :func:`msfem.coefficients.check_positive`). Collective: every rank raises the same
+    error.
 
     Raises:
         ValueError: naming the midpoint and the value found there.
@@ -208,19 +211,12 @@ def check_positive_definite(mesh: dolfinx.mesh.Mesh, expr: Any, name: str = "a")
     else:
         values, mid = _sample_midpoints(mesh, expr)
     error = None
-    if len(values):
-        if shape == ():
-            worst = np.real(values[:, 0])
-        else:
-            m = int(np.sqrt(values.shape[1]))
-            tens = np.real(values).reshape(-1, m, m)
-            worst = np.linalg.eigvalsh(0.5 * (tens + tens.transpose(0, 2, 1)))[:, 0]
-        k = int(np.argmin(worst))
-        if worst[k] <= 0:
-            error = (f"coefficient {name} is not positive definite at y = "
-                     f"{np.array2string(mid[k], precision=6)}: value "
-                     f"{np.array2string(np.real(values[k]), precision=6)} "
-                     f"(smallest eigenvalue {worst[k]:.6g})")
+    k, worst = smallest_eigenvalue(values.reshape((-1, *shape)))
+    if not worst > 0:
+        error = (f"coefficient {name} is not positive definite at y = "
+                 f"{np.array2string(mid[k], precision=6)}: value "
+                 f"{np.array2string(np.real(values[k]), precision=6)} "
+                 f"(smallest eigenvalue {worst:.6g})")
     errors = [e for e in mesh.comm.allgather(error) if e]
     if errors:
         raise ValueError(errors[0])
