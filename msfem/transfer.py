@@ -56,11 +56,23 @@ class LatticeNumbering:
         self.degree = V.ufl_element().embedded_superdegree
         lattice = hierarchy.dof_lattice(V)[: imap.size_local]
         petsc_idx = np.arange(*imap.local_range, dtype=np.int64)
-        self.ao = PETSc.AO().createMapping(lattice.astype(PETSc.IntType),
-                                           petsc_idx.astype(PETSc.IntType), comm=V.mesh.comm)  # type: ignore[arg-type]
+        self.ao: PETSc.AO | None = None
+        self._lookup: np.ndarray | None = None
+        if V.mesh.comm.size == 1:  # one rank: a lookup array is the whole ordering
+            self._lookup = np.full(int(lattice.max()) + 1 if len(lattice) else 0, -1,
+                                   dtype=np.int64)
+            self._lookup[lattice] = petsc_idx
+        else:
+            self.ao = PETSc.AO().createMapping(lattice.astype(PETSc.IntType),
+                                               petsc_idx.astype(PETSc.IntType), comm=V.mesh.comm)  # type: ignore[arg-type]
 
     def blocks(self, lattice: np.ndarray) -> np.ndarray:
         """Global dof blocks of the lattice ids ``lattice`` (-1 where none)."""
+        if self._lookup is not None:
+            ids = np.asarray(lattice, dtype=np.int64)
+            inside = (ids >= 0) & (ids < len(self._lookup))
+            return np.where(inside, self._lookup[np.where(inside, ids, 0)], -1)
+        assert self.ao is not None
         return np.asarray(self.ao.app2petsc(np.asarray(lattice, dtype=PETSc.IntType)),  # type: ignore[arg-type]
                           dtype=np.int64)
 
