@@ -9,7 +9,8 @@ Every time is the median of ``--repeat`` runs (default 3).
   time of one assembly of the fine operator on the same mesh (dolfinx, same form and
   quadrature) plus the fastest available factorisation and solves of the same patch
   matrices (the min over PETSc LU, PETSc Cholesky, both nested dissection, and MUMPS of
-  the time spent in PETSc by the offline phase run with that solver);
+  the time spent in PETSc by the offline phase run with that solver, patch by patch or
+  batched, whichever is faster);
 * offline / PETSc  -- the old ratio: offline over the PETSc factor + solve time of the
   default local solver;
 * offline time per coarse element, peak memory (max RSS) after the offline phase per
@@ -50,11 +51,12 @@ SOLVERS = {
 }
 
 
-def offline(c, hier, variant, options=None, keep=False):
+def offline(c, hier, variant, options=None, keep=False, batch_size=128):
     """Build the space; return it (``keep``) or only its timings (memory freed first)."""
     gc.collect()
     layers = 1 if variant in ("oversampling", "petrov-galerkin") else 0
-    space = msfem.MultiscaleSpace(hier, problem, variant, layers, petsc_options=options)
+    space = msfem.MultiscaleSpace(hier, problem, variant, layers, petsc_options=options,
+                                  batch_size=batch_size)
     space.build()
     if keep:
         return space
@@ -95,11 +97,13 @@ for M in args.M:
               f"{t_asm:.3f} s", flush=True)
     for variant in args.variants:
         offline(comm, hier, variant)  # warm-up (JIT of the patch forms)
-        petsc = {}
+        petsc = {}  # per-patch factorisations (batch_size=1) and the batched ones
         for name, opts in SOLVERS.items():
-            petsc[name] = float(np.median([comm.allreduce(
-                offline(comm, hier, variant, {"ksp_type": "preonly", **opts})["local_petsc"],
-                op=MPI.MAX) for _ in range(args.repeat)]))
+            for batch in (1, 128):
+                petsc[f"{name}{'' if batch == 1 else '-batched'}"] = float(np.median([
+                    comm.allreduce(offline(comm, hier, variant, {"ksp_type": "preonly", **opts},
+                                           batch_size=batch)["local_petsc"], op=MPI.MAX)
+                    for _ in range(args.repeat)]))
         runs = [offline(comm, hier, variant) for _ in range(args.repeat)]
         t_off = float(np.median([r["offline"] for r in runs]))
         t_petsc = float(np.median([comm.allreduce(r["local_petsc"], op=MPI.MAX) for r in runs]))

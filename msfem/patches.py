@@ -102,6 +102,22 @@ def nodal_functions(cell_type: str, x: np.ndarray, vertices: np.ndarray, H: np.n
                    bs)
 
 
+def block_diagonal(pattern: tuple, data: np.ndarray) -> tuple[tuple, tuple[int, int]]:
+    """CSR arrays of the block-diagonal matrix of ``len(data)`` blocks of one pattern.
+
+    ``pattern`` is (positions, indptr, indices, shape) as from
+    :meth:`PatchMesh.block_pattern`; ``data[k]`` holds the values of block k's full matrix.
+    Returns ((indptr, indices, values), shape).
+    """
+    pos, indptr, indices, (nr, nc) = pattern
+    B, nnz = len(data), len(pos)
+    values = data[:, pos].ravel()
+    cols = (indices[None, :] + nc * np.arange(B)[:, None]).ravel()
+    ptr = np.concatenate([(indptr[:-1][None, :] + nnz * np.arange(B)[:, None]).ravel(),
+                          [B * nnz]])
+    return (ptr.astype(PETSc.IntType), cols.astype(PETSc.IntType), values), (B * nr, B * nc)
+
+
 def to_csr(A: PETSc.Mat) -> sp.csr_matrix:
     """A sequential PETSc AIJ matrix as a SciPy CSR matrix (copies the arrays)."""
     indptr, indices, data = A.getValuesCSR()
@@ -172,7 +188,7 @@ class PatchMesh:
         self._neumann_key: tuple = ()
         self._metrics: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
         self.rel_coords = self.dof_index * (h.h / deg)
-        self._ib: tuple | None = None
+        self._patterns: dict[str, tuple] = {}
         self.lattice_shape = np.array(h.N) * h.M * deg + 1
         self.lattice_origin = h.lower
         self.lattice_step = h.h / deg
@@ -203,6 +219,22 @@ class PatchMesh:
                 self._neumann_key = key
         self.disc.refresh()
 
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """Shape of the fine matrix of ``a`` on this mesh."""
+        return self.A.getSize()
+
+    def block_pattern_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, indptr) of the fine matrix of ``a`` on this mesh (fixed sparsity)."""
+        if "csr" not in self._patterns:
+            indptr, indices, _ = self.A.getValuesCSR()
+            self._patterns["csr"] = (indices.copy(), indptr.copy())
+        return self._patterns["csr"]
+
+    def assemble_values(self) -> np.ndarray:
+        """Assemble the fine matrix of ``a`` and return its CSR values (fixed sparsity)."""
+        return self.assemble().getValuesCSR()[2]
+
     def assemble(self) -> PETSc.Mat:
         """Assemble the fine matrix of ``a`` on the mesh (no boundary conditions)."""
         self.A.zeroEntries()
@@ -224,15 +256,29 @@ class PatchMesh:
                                        / self.lattice_step).astype(np.int64)
         return np.ravel_multi_index(tuple(idx.T), self.lattice_shape, order="F")
 
+    def block_pattern(self, A: sp.csr_matrix, block: str) -> tuple:
+        """Pattern of the block ``"II"``, ``"IB"`` or ``"all"`` of this mesh's matrix ``A``.
+
+        Returns (positions of its entries in ``A.data``, indptr, indices, shape), cached:
+        every matrix of this mesh has the same sparsity.
+        """
+        if block not in self._patterns:
+            if block == "all":
+                self._patterns[block] = (np.arange(A.nnz), A.indptr.copy(), A.indices.copy(),
+                                         A.shape)
+            else:
+                probe = sp.csr_matrix((np.arange(A.nnz, dtype=float), A.indices, A.indptr),
+                                      shape=A.shape)
+                cols = self.interior if block == "II" else self.boundary
+                sub = probe[self.interior][:, cols].tocsr()
+                sub.sort_indices()
+                self._patterns[block] = (sub.data.astype(np.int64), sub.indptr, sub.indices,
+                                         sub.shape)
+        return self._patterns[block]
+
     def interior_boundary_block(self, A: sp.csr_matrix) -> sp.csr_matrix:
         """The block A[interior, boundary] (index pattern cached: the sparsity is fixed)."""
-        if self._ib is None:
-            probe = sp.csr_matrix((np.arange(A.nnz, dtype=float), A.indices, A.indptr),
-                                  shape=A.shape)
-            sub = probe[self.interior][:, self.boundary].tocsr()
-            sub.sort_indices()
-            self._ib = (sub.data.astype(np.int64), sub.indices, sub.indptr, sub.shape)
-        idx, indices, indptr, shape = self._ib
+        idx, indptr, indices, shape = self.block_pattern(A, "IB")
         return sp.csr_matrix((A.data[idx], indices, indptr), shape=shape)
 
     def metric_matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -355,6 +401,7 @@ class PatchEngine:
         self._fine_dofs: tuple | None = None
         self._n_cell_meshes = 0
         self.box_A: PETSc.Mat | None = None
+        self.batch_solvers: dict[tuple, DirichletSolver] = {}
         self.box_patches: set[tuple] = set()
         self._numbering = None
         self._boundary_tree: cKDTree | None = None
@@ -578,6 +625,39 @@ class PatchEngine:
             raise solvers.SolverError(f"local problem on {what}: {err}") from err
         self.t_petsc += solver.petsc_seconds - t0
         return X
+
+    def dirichlet_batch(self, pm: PatchMesh, data: np.ndarray, G: np.ndarray,
+                        what: str) -> np.ndarray:
+        r"""The Dirichlet problems of many placements of one patch mesh at once.
+
+        ``data[k]`` are the values of the k-th placement's matrix (the sparsity of ``pm``),
+        ``G`` the boundary data of all placements stacked (``B * n_boundary`` rows). The
+        interior blocks form one block-diagonal matrix: one factorisation (symbolic part
+        reused for batches of the same size) and one solve for every placement.
+        Returns Ψ, shape (B, n_dofs, n_functions).
+        """
+        B = len(data)
+        nI, nB = len(pm.interior), len(pm.boundary)
+        psi = np.empty((B, nI + nB, G.shape[1]))
+        psi[:, pm.boundary] = G.reshape(B, nB, -1)
+        if nI == 0:  # (a coarse tetrahedron with M = 1 has no interior dof)
+            return psi
+        A0 = sp.csr_matrix((data[0], *pm.block_pattern_arrays()), shape=pm.matrix_shape)
+        csr, shape = block_diagonal(pm.block_pattern(A0, "II"), data)
+        A_II = PETSc.Mat().createAIJ(shape, csr=csr, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+        key = (id(pm), B)
+        solver = self.batch_solvers.get(key)
+        if solver is None:
+            solver = self.batch_solvers[key] = self.solver()
+            self.factorise(solver, A_II, what)
+        else:
+            self.factorise(solver, A_II, what, same_pattern=True)
+        A_II.destroy()
+        csr, shape = block_diagonal(pm.block_pattern(A0, "IB"), data)
+        A_IB = sp.csr_matrix((csr[2], csr[1], csr[0]), shape=shape)
+        X = self.solve(solver, -(A_IB @ G), what)
+        psi[:, pm.interior] = X.reshape(B, nI, -1)
+        return psi
 
     def interior_solve(self, pm: PatchMesh, rhs: np.ndarray, what: str) -> np.ndarray:
         """Solve again with the last factorisation on ``pm`` (e.g. a load on the interior)."""

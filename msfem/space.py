@@ -49,6 +49,8 @@ class MultiscaleSpace:
         edge_coefficient: coefficient of the oscillatory edge problems.
         petsc_options: options of the local factorisations (prefix ``msfem_local_``).
         parameters: further parameters of a registered method.
+        batch_size: coarse cells handed to the method at once (methods may batch their
+            work, :meth:`~msfem.methods.Method.local_batch`); ``map`` runs over batches.
         store_energy: keep each element's fine energy matrix (fast energy errors);
             ``False`` saves about three quarters of the offline memory of MsFEM elements and
             assembles them again when :meth:`~msfem.coarse.CoarseSolution.errors` needs them.
@@ -61,7 +63,8 @@ class MultiscaleSpace:
                  method: str | Method = "linear", oversampling: Oversampling | int | None = None,
                  *, boundary: str | None = None, edge_coefficient: str | None = None,
                  petsc_options: Mapping[str, Any] | None = None,
-                 parameters: Mapping[str, Any] | None = None, store_energy: bool = True):
+                 parameters: Mapping[str, Any] | None = None, store_energy: bool = True,
+                 batch_size: int = 128):
         if not isinstance(hierarchy, (StructuredHierarchy, RefinedHierarchy)):
             raise TypeError("MultiscaleSpace needs a StructuredHierarchy or a RefinedHierarchy")
         self.hierarchy, self.problem = hierarchy, problem
@@ -77,6 +80,9 @@ class MultiscaleSpace:
         self.method.validate(hierarchy, problem)
         self.petsc_options = dict(petsc_options or {})
         self.store_energy = bool(store_energy)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size = {batch_size!r} must be a positive integer")
+        self.batch_size = batch_size
         self.unstructured = isinstance(hierarchy, RefinedHierarchy)
         self.bs = problem.block_size
         self.coarse = self.method.coarse_space(hierarchy, problem)
@@ -134,8 +140,8 @@ class MultiscaleSpace:
 
         Args:
             progress: log progress on rank 0 (10 steps).
-            map: the map over owned cells (``map(f, cells)``); cells whose patches coincide
-                come in a row, so a method may share their solutions.
+            map: the map over batches of owned cells (``map(f, batches)``); cells whose
+                patches coincide come in a row, so a method may share their solutions.
 
         ``timings["offline"]`` is the wall time (max over ranks); ``timings["local_petsc"]``
         the part spent in PETSc factorising and solving the local problems (this rank).
@@ -153,19 +159,22 @@ class MultiscaleSpace:
         cells = self.method.schedule(h, cells)
         self.method.prepare(engine, cells)
         n = len(cells)
-        step = max(1, -(-n // 10))
+        size = max(1, min(self.batch_size, -(-n // 10) if progress else self.batch_size))
+        batches = [cells[k:k + size] for k in range(0, n, size)]
+        done = [0]
 
-        def one(k_cell):
-            k, cell = k_cell
-            e = self.method.local(int(cell), engine)
+        def one(batch):
+            elements = self.method.local_batch(batch, engine)
             if not self.store_energy:
-                e.energy = None
-            if progress and ((k + 1) % step == 0 or k + 1 == n):
-                logger.info("  basis: %d/%d coarse cells on rank 0", k + 1, n)
-            return e
+                for e in elements:
+                    e.energy = None
+            done[0] += len(batch)
+            if progress:
+                logger.info("  basis: %d/%d coarse cells on rank 0", done[0], n)
+            return elements
 
         with dolfinx.common.Timer("~msfem: offline (local problems)"):
-            self.elements = list(map(one, enumerate(cells)))
+            self.elements = [e for chunk in map(one, batches) for e in chunk]
         with dolfinx.common.Timer("~msfem: offline (downscaling map)"):
             self._fine_map = None
             self.fine_map()  # element dofs <-> distributed fine dofs, for reconstruction

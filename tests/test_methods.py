@@ -356,3 +356,23 @@ def test_energy_matrices_on_demand(comm, variant, os):
         errs.append(msfem.solve_coarse(space).errors(fine))
     for key in ("energy_rel", "energy", "l2_rel", "nodal_linf"):
         assert errs[1][key] == pytest.approx(errs[0][key], rel=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["quadrilateral", "triangle"])
+def test_batched_local_problems_equal_cell_by_cell(comm, cell):
+    """S = K variants batch the local problems of cells of one shape (one block-diagonal
+    factorisation): the same element data as one cell at a time."""
+    hier = msfem.StructuredHierarchy(comm, 4, 8, cell)
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 4), f=-1.0, quadrature_degree=4)
+    variants = ["linear", "petrov-galerkin"] + (["oscillatory"] if cell == "quadrilateral"
+                                                 else [])
+    for variant in variants:
+        spaces = [msfem.MultiscaleSpace(hier, problem, variant, 0, batch_size=b).build()
+                  for b in (1, 5)]
+        for e1, e5 in zip(*(sorted(s.elements, key=lambda e: e.cell) for s in spaces)):
+            assert e1.cell == e5.cell
+            np.testing.assert_allclose(e5.A, e1.A, rtol=1e-11, atol=1e-13)
+            np.testing.assert_allclose(e5.b, e1.b, rtol=1e-11, atol=1e-15)
+            np.testing.assert_allclose(e5.trial, e1.trial, rtol=1e-11, atol=1e-13)
+    with pytest.raises(ValueError, match="batch_size"):
+        msfem.MultiscaleSpace(hier, problem, "linear", batch_size=0)

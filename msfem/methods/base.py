@@ -168,6 +168,14 @@ class Method(abc.ABC):
         """
         return None
 
+    def local_batch(self, cells: np.ndarray, engine: PatchEngine) -> list[ElementData]:
+        """Element data of several owned cells (default: :meth:`local` for each).
+
+        A method may override it to batch the work of cells with the same patch shape;
+        the result must equal ``[local(c) for c in cells]`` up to round-off.
+        """
+        return [self.local(int(c), engine) for c in cells]
+
     @abc.abstractmethod
     def local(self, cell: int, engine: PatchEngine) -> ElementData:
         """Solve the local problems of coarse cell ``cell``; return its element data."""
