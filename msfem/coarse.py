@@ -94,7 +94,8 @@ class CoarseSolution:
             assert at_vertices is not None
             ref = at_vertices[1]
         else:
-            ref = LatticeNumbering(u_ref.function_space, h).values_at(u_ref, xc)
+            numbering = fmap.numbering or LatticeNumbering(u_ref.function_space, h)
+            ref = numbering.values_at(u_ref, xc)  # the fine map's numbering: no new AO
         out.update(norms.nodal_errors(vals, ref, [float(H) for H in h.H], h.comm))
         return out
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Self, TypeAlias, cast
 
 import numpy as np
@@ -315,6 +315,14 @@ class _Destroyable:
     def __exit__(self, *exc: object) -> None:
         self.destroy()
 
+    def _setup(self, set_operators: Callable[..., None], *operators: Any) -> None:
+        """Call ``set_operators(*operators)`` from a constructor; free everything if it fails."""
+        try:
+            set_operators(*operators)
+        except BaseException:
+            self.destroy()
+            raise
+
 
 # --------------------------------------------------------------------------- Dirichlet
 class DirichletSolver(_Destroyable):
@@ -363,11 +371,7 @@ class DirichletSolver(_Destroyable):
         self._factor = _Factorisation("Dirichlet solver (A_II X = B)", prefix, petsc_options,
                                       defaults, symmetric)
         if A is not None:
-            try:
-                self.set_operator(A)
-            except BaseException:
-                self.destroy()
-                raise
+            self._setup(self.set_operator, A)
 
     @property
     def ksp(self) -> PETSc.KSP | None:
@@ -540,11 +544,7 @@ class ConstrainedSolver(_Destroyable):
         if (A is None) != (C is None):
             raise ValueError("give both A and C, or neither")
         if A is not None and C is not None:
-            try:
-                self.set_operators(A, C)
-            except BaseException:
-                self.destroy()
-                raise
+            self._setup(self.set_operators, A, C)
 
     @property
     def ksp(self) -> PETSc.KSP | None:

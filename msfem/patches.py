@@ -118,6 +118,12 @@ def block_diagonal(pattern: tuple, data: np.ndarray) -> tuple[tuple, tuple[int, 
     return (ptr.astype(PETSc.IntType), cols.astype(PETSc.IntType), values), (B * nr, B * nc)
 
 
+def nearest_dofs(x: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``x`` (n, d) nearest to each of ``points`` (m, d)."""
+    return np.array([int(np.argmin(np.linalg.norm(x - p, axis=1))) for p in points],
+                    dtype=np.int64)
+
+
 def to_csr(A: PETSc.Mat) -> sp.csr_matrix:
     """A sequential PETSc AIJ matrix as a SciPy CSR matrix (copies the arrays)."""
     indptr, indices, data = A.getValuesCSR()
@@ -291,9 +297,7 @@ class PatchMesh:
         """Dof blocks at ``points`` (n, d) in the current position (cached per offset)."""
         key = ("at", tuple(np.round((points - self.origin) / self.lattice_step, 6).ravel()))
         if key not in self.cache:
-            x = self.dof_coordinates()
-            self.cache[key] = np.array([int(np.argmin(np.linalg.norm(x - p, axis=1)))
-                                        for p in points], dtype=np.int64)
+            self.cache[key] = nearest_dofs(self.dof_coordinates(), points)
         return self.cache[key]
 
 
@@ -363,8 +367,7 @@ class CellMesh:
 
     def positions(self, points: np.ndarray) -> np.ndarray:
         """Dof blocks nearest to ``points`` (n, d)."""
-        return np.array([int(np.argmin(np.linalg.norm(self.xd - p, axis=1))) for p in points],
-                        dtype=np.int64)
+        return nearest_dofs(self.xd, points)
 
     def assemble(self) -> PETSc.Mat:
         """Assemble the fine matrix of ``a`` on K (no boundary conditions)."""
@@ -429,6 +432,17 @@ class PatchEngine:
         if key not in self.meshes:
             self.meshes[key] = PatchMesh(self.hierarchy, self.problem, tuple(shape), keep_sub)
         return self.meshes[key]
+
+    def coarse_cell(self, cell: int) -> PatchMesh:
+        """The (cached) mesh of coarse cell ``cell``'s fine cells, moved onto the cell.
+
+        Structured hierarchies: a box of M^d fine squares, or one Kuhn simplex of it.
+        """
+        h = self.hierarchy
+        sq, sub = h.coarse_square(cell)
+        K = self.patch_mesh((h.M,) * h.dim, sub if h.n_sub > 1 else None)
+        K.move_to(h.lower + np.array(sq) * h.M * h.h)
+        return K
 
     def cell_mesh(self, cell: int) -> CellMesh:
         """K's fine cells on COMM_SELF (unstructured hierarchies; one mesh per cell)."""
@@ -679,28 +693,33 @@ class PatchEngine:
             pm.A_II = A_II = A.createSubMatrix(pm.isI, pm.isI, submat=pm.A_II)
             A_csr = to_csr(A)
             A_IB = pm.interior_boundary_block(A_csr)
-        psi = np.empty((len(pm.interior) + len(pm.boundary), G.shape[1]))
-        psi[pm.boundary] = G
-        if len(pm.interior):  # (a coarse tetrahedron with M = 1 has no interior dof)
-            solver = self.solver(pm)
-            # one patch mesh: the same sparsity, extracted or assembled, in the same order
-            self.factorise(solver, A_II, what, same_pattern=True)
-            psi[pm.interior] = self.solve(solver, -(A_IB @ G), what)
+        # one patch mesh: the same sparsity, extracted or assembled, in the same order
+        psi = self._extend(self.solver(pm), A_II, A_IB, G, pm, what, same_pattern=True)
         if A_II is not pm.A_II:
             A_II.destroy()
         return psi, A_csr
 
-    def dirichlet_unstructured(self, cm: CellMesh, A: PETSc.Mat, G: np.ndarray,
-                               what: str | Where) -> np.ndarray:
-        """The same Dirichlet solve on a :class:`CellMesh` (its own factorisation)."""
+    def _extend(self, solver: DirichletSolver, A_II: PETSc.Mat, A_IB: sp.csr_matrix,
+                G: np.ndarray, mesh: PatchMesh | CellMesh, what: str | Where,
+                same_pattern: bool = False) -> np.ndarray:
+        r""":math:`\Psi_B = G`, :math:`\Psi_I = -A_{II}^{-1} A_{IB} G` on ``mesh``."""
+        psi = np.empty((len(mesh.interior) + len(mesh.boundary), G.shape[1]))
+        psi[mesh.boundary] = G
+        if len(mesh.interior):  # (a coarse tetrahedron with M = 1 has no interior dof)
+            self.factorise(solver, A_II, what, same_pattern=same_pattern)
+            psi[mesh.interior] = self.solve(solver, -(A_IB @ G), what)
+        return psi
+
+    def dirichlet_unstructured(self, cm: CellMesh, A: PETSc.Mat, A_csr: sp.csr_matrix,
+                               G: np.ndarray, what: str | Where) -> np.ndarray:
+        """The same Dirichlet solve on a :class:`CellMesh` (its own factorisation).
+
+        ``A`` is the mesh's matrix and ``A_csr`` its CSR copy.
+        """
         isI = _index_set(cm.interior)
         A_II = A.createSubMatrix(isI, isI)
         solver = self.solver()
-        self.factorise(solver, A_II, what)
-        A_csr = to_csr(A)
-        psi = np.empty((len(cm.interior) + len(cm.boundary), G.shape[1]))
-        psi[cm.interior] = self.solve(solver, -(A_csr[cm.interior][:, cm.boundary] @ G), what)
-        psi[cm.boundary] = G
+        psi = self._extend(solver, A_II, A_csr[cm.interior][:, cm.boundary], G, cm, what)
         for obj in (solver, A_II, isI):
             obj.destroy()
         return psi

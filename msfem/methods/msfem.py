@@ -253,16 +253,12 @@ class MsFEM(Method):
         h = engine.hierarchy
         bs = engine.bs
         patch = self.patch(h, cell)
-        _, sub = h.coarse_square(cell)
-        simplex = h.n_sub > 1
         oversampled = self.layers(h) > 0
-        # the patch mesh S (a box of fine squares; for S = K a single coarse simplex)
-        S = engine.patch_mesh(patch.shape, sub if (simplex and not oversampled) else None)
-        Kmesh = engine.patch_mesh((h.M,) * h.dim, sub if simplex else None) if oversampled \
-            else S
-        S.move_to(h.lower + np.array(patch.lo) * h.h)
+        # K's mesh, and the patch S: K itself, or a box of fine squares around it
+        Kmesh = engine.coarse_cell(cell)
+        S = engine.patch_mesh(patch.shape) if oversampled else Kmesh
         if oversampled:
-            Kmesh.move_to(h.lower + np.array(patch.cell_lo) * h.h)
+            S.move_to(h.lower + np.array(patch.lo) * h.h)
         K_vertices = h.coarse_vertices(cell)
         what = Where(cell, K_vertices)
         if self.boundary == "none":
@@ -315,19 +311,18 @@ class MsFEM(Method):
         for c in cells:
             groups.setdefault(h.coarse_square(int(c))[1], []).append(int(c))
         out: dict[int, ElementData] = {}
-        for sub, group in groups.items():
-            for e in self._batch(group, sub, engine):
+        for group in groups.values():
+            for e in self._batch(group, engine):
                 out[e.cell] = e
         return [out[int(c)] for c in cells]
 
-    def _batch(self, cells: list[int], sub: int, engine: PatchEngine) -> list[ElementData]:
+    def _batch(self, cells: list[int], engine: PatchEngine) -> list[ElementData]:
         """:meth:`local_batch` for cells of one Kuhn sub-simplex (or one box shape)."""
         h, bs = engine.hierarchy, engine.bs
-        K = engine.patch_mesh((h.M,) * h.dim, sub if h.n_sub > 1 else None)
         data, loads, Gs, lattice = [], [], [], []
         for c in cells:
             patch = h.patch(c, 0)
-            K.move_to(h.lower + np.array(patch.lo) * h.h)
+            K = engine.coarse_cell(c)  # the same mesh for every cell of the group
             data.append(K.assemble_values())
             loads.append(K.load())
             Gs.append(self._boundary_data(K, patch, h.coarse_vertices(c), h, bs, engine))
@@ -368,16 +363,12 @@ class MsFEM(Method):
 
     def energy_matrix(self, cell: int, engine: PatchEngine):
         """The fine matrix of :math:`a` on K, assembled again (spaces without stored ones)."""
-        h = engine.hierarchy
         if engine.unstructured:
             A = engine.cell_mesh(cell).assemble()
             out = to_csr(A)
             A.destroy()
             return out
-        _, sub = h.coarse_square(cell)
-        Kmesh = engine.patch_mesh((h.M,) * h.dim, sub if h.n_sub > 1 else None)
-        Kmesh.move_to(h.lower + np.array(h.patch(cell, 0).lo) * h.h)
-        return to_csr(Kmesh.assemble())
+        return to_csr(engine.coarse_cell(cell).assemble())
 
     # ------------------------------------------------------------------ pieces
     def _nodal(self, Kmesh: PatchMesh, K_vertices: np.ndarray, h, bs: int) -> np.ndarray:
@@ -497,7 +488,7 @@ class MsFEM(Method):
             xS = S.dof_coordinates()
             G = nodal_functions(h.cell_type, xS[S.boundary_blocks], K_vertices, h.H, bs)
             A_S = S.assemble()
-            psi = engine.dirichlet_unstructured(S, A_S, G, what)
+            psi = engine.dirichlet_unstructured(S, A_S, to_csr(A_S), G, what)
             A_S.destroy()
             dist, at = cKDTree(xS).query(xd)  # K's dofs among S's
             if dist.max() > 1e-9 * float(h.H[0]):
@@ -515,7 +506,7 @@ class MsFEM(Method):
             else:
                 G = blocked(self._oscillatory_data(engine, xd[cm.boundary_blocks], K_vertices,
                                                    box=False), bs)
-            psi = engine.dirichlet_unstructured(cm, A, G, what)
+            psi = engine.dirichlet_unstructured(cm, A, A_csr, G, what)
             phi = psi @ np.linalg.inv(psi[expand_blocks(vertex_blocks, bs)])
         A.destroy()
         W = phi if self.galerkin else N

@@ -43,9 +43,7 @@ class BubbleMsFEM(msfem.Method):
 
     def local(self, cell, engine):
         h = engine.hierarchy
-        _, sub = h.coarse_square(cell)
-        K = engine.patch_mesh((h.M,) * h.dim, sub if h.n_sub > 1 else None)
-        K.move_to(h.lower + np.array(h.patch(cell, 0).lo) * h.h)
+        K = engine.coarse_cell(cell)  # K's fine mesh (COMM_SELF), moved onto the cell
         vertices = h.coarse_vertices(cell)
         N = nodal_functions(h.cell_type, K.dof_coordinates(), vertices, h.H, 1)
         mass, _ = K.metric_matrices()
