@@ -66,7 +66,10 @@ class CoarseSolution:
         t0 = time.perf_counter()
         fmap = self.fine_map(V)
         values = [e.trial @ U for e, U in zip(self.space.elements, self.element_values())]
-        u = fmap.average(values, name="u_msfem")
+        if self.space.method.reconstruction == "sum":  # overlapping pieces add up (LOD)
+            u = fmap.add(values, name="u_msfem")
+        else:
+            u = fmap.average(values, name="u_msfem")
         self.timings["reconstruct"] = time.perf_counter() - t0
         return u
 
@@ -82,8 +85,13 @@ class CoarseSolution:
         h = self.space.hierarchy
         fmap = self.fine_map(u_ref.function_space)
         local_ref = fmap.gather(u_ref)
-        out = norms.broken_errors(self.space.elements, self.element_values(), local_ref, h.comm,
-                                  energy=self.space.energy_matrix)
+        if self.space.method.reconstruction == "sum":  # a conforming u_ms: global norms
+            u = self.reconstruct(u_ref.function_space)
+            disc = self.space.problem.discretise(u_ref.function_space)
+            out = {k: float(v) for k, v in norms.errors(u, u_ref, disc).items()}
+        else:
+            out = norms.broken_errors(self.space.elements, self.element_values(), local_ref,
+                                      h.comm, energy=self.space.energy_matrix)
         nodal = self.space.coarse.vertex_values(self.vector.getArray(readonly=True))
         if nodal is None:  # a coarse space without vertex values
             out.update(nodal_linf=float("nan"), nodal_l2=float("nan"))
@@ -195,7 +203,7 @@ def assemble_coarse_ptap(space: MultiscaleSpace) -> tuple[PETSc.Mat, PETSc.Vec]:
 
 
 def solve(space: MultiscaleSpace, *, petsc_options: Mapping[str, Any] | None = None,
-          prefix: str = "msfem_coarse_", assembly: str = "element") -> CoarseSolution:
+          prefix: str = "msfem_coarse_", assembly: str | None = None) -> CoarseSolution:
     r"""Assemble and solve the coarse system :math:`A_H U = b_H`, :math:`U_i = g(x_i)` on Γ_D.
 
     Args:
@@ -203,11 +211,18 @@ def solve(space: MultiscaleSpace, *, petsc_options: Mapping[str, Any] | None = N
         petsc_options: options of the coarse KSP (default MUMPS LU:
             :data:`msfem.solvers.DIRECT_OPTIONS`).
         prefix: PETSc options prefix of the coarse solver.
-        assembly: ``"element"`` (:func:`assemble_coarse`, every method) or ``"ptap"``
-            (:func:`assemble_coarse_ptap`, conforming Galerkin methods).
+        assembly: ``"element"`` (:func:`assemble_coarse`) or ``"ptap"``
+            (:func:`assemble_coarse_ptap`, conforming Galerkin methods); default: the
+            method's (:attr:`~msfem.methods.Method.coarse_assembly`).
     """
+    default = space.method.coarse_assembly
+    assembly = default if assembly is None else assembly
     if assembly not in ("element", "ptap"):
         raise ValueError(f"assembly must be 'element' or 'ptap', got {assembly!r}")
+    if default == "ptap" and assembly == "element":
+        raise ValueError(f"method {space.name!r} assembles its coarse system as P^T A_h P "
+                         f"(its test functions are not local to the elements); leave "
+                         f"assembly unset or use assembly = 'ptap'")
     if not space.built:
         space.build()
     t0 = time.perf_counter()
@@ -240,24 +255,32 @@ def prolongation(space: MultiscaleSpace, V: dolfinx.fem.FunctionSpace) -> PETSc.
     r"""The prolongation :math:`P_{f,i} = \phi_i(x_f)` (fine dofs × coarse dofs, MPIAIJ).
 
     Rows shared by several coarse cells carry the average of the element values (equal
-    for conforming methods). For conforming methods :math:`P^T A_h P = A_H`.
+    for conforming methods), or their sum for methods whose element pieces add up
+    (:attr:`~msfem.methods.Method.reconstruction` ``= "sum"``, LOD). For conforming
+    methods :math:`P^T A_h P = A_H`.
     """
     fmap = space.fine_map(V)
     bs = space.bs
     nf = V.dofmap.index_map.size_local * bs
     nc = space.coarse.size_local
-    counts = np.concatenate(fmap.multiplicity()) if space.elements else np.zeros(0)
-    P = PETSc.Mat().createAIJ(((nf, PETSc.DETERMINE), (nc, PETSc.DETERMINE)), comm=V.mesh.comm)
-    P.setPreallocationNNZ((8 * bs, 8 * bs))
-    P.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)  # type: ignore[arg-type]
+    if space.method.reconstruction == "sum":  # the elements' pieces add up
+        counts = np.ones(len(fmap.global_dofs))
+    else:
+        counts = np.concatenate(fmap.multiplicity()) if space.elements else np.zeros(0)
+    space.check_fine_basis("the prolongation")  # collective: every rank raises
+    P = PETSc.Mat().create(comm=V.mesh.comm)
+    P.setSizes(((nf, PETSc.DETERMINE), (nc, PETSc.DETERMINE)))
+    P.setType(PETSc.Mat.Type.AIJ)
+    rows, cols, vals = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
     for k, e in enumerate(space.elements):
-        if e.trial is None:
-            raise ValueError(
-                f"the prolongation needs the fine basis of every coarse cell, but method "
-                f"{space.name!r} has none on coarse cell {e.cell} (trial is None)")
-        rows = fmap.global_dofs[fmap.offsets[k]:fmap.offsets[k + 1]].astype(PETSc.IntType)
+        assert e.trial is not None
+        r = fmap.global_dofs[fmap.offsets[k]:fmap.offsets[k + 1]]
         w = counts[fmap.offsets[k]:fmap.offsets[k + 1]]
-        P.setValues(rows, e.cols.astype(PETSc.IntType), e.trial / w[:, None],  # type: ignore[arg-type]
-                    addv=PETSc.InsertMode.ADD_VALUES)  # type: ignore[arg-type]
+        rows.append(np.repeat(r, len(e.cols)))
+        cols.append(np.tile(e.cols, len(r)))
+        vals.append((e.trial / w[:, None]).ravel())
+    P.setPreallocationCOO(np.concatenate(rows).astype(PETSc.IntType),  # type: ignore[arg-type]
+                          np.concatenate(cols).astype(PETSc.IntType))  # type: ignore[arg-type]
+    P.setValuesCOO(np.concatenate(vals), addv=PETSc.InsertMode.ADD_VALUES)  # type: ignore[arg-type]
     P.assemble()
     return P

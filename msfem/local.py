@@ -551,6 +551,11 @@ class ConstrainedSolver(_Destroyable):
         """The KSP holding the factorisation (of the block matrix, or of A for ``schur``)."""
         return self._factor.ksp
 
+    @property
+    def petsc_seconds(self) -> float:
+        """Wall time spent in PETSc's factorisations and solves so far."""
+        return self._factor.petsc_seconds
+
     def set_operators(self, A: PETSc.Mat, C: SparseLike) -> None:
         """Assemble and factorise the block matrix; same sparsity as before: numeric only.
 

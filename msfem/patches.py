@@ -584,13 +584,35 @@ class PatchEngine:
             self.box_lo, self.box_shape = np.asarray(lo_box), box_shape
             self.box_patches = {(id(pm), tuple(lo)) for pm, lo in placements}
 
-    def _box_blocks(self, pm: PatchMesh, lo: tuple[int, ...]) -> tuple[PETSc.Mat, sp.csr_matrix]:
-        """A_II (PETSc) and A_IB (CSR) of patch mesh ``pm`` at ``lo`` from the box operator."""
+    def _box_dofs(self, pm: PatchMesh, lo: tuple[int, ...]) -> np.ndarray:
+        """Rows of the box operator of patch mesh ``pm`` at ``lo`` (in the mesh's dof order)."""
         deg = self.problem.degree
         assert self.box_A is not None, "extract_patches() prepares the box operator"
         at = np.ravel_multi_index(
             tuple((pm.dof_index + (np.array(lo) - self.box_lo) * deg).T), self.box_shape)
-        dofs = expand_blocks(self.box_blocks[at], self.bs)
+        return expand_blocks(self.box_blocks[at], self.bs)
+
+    def patch_matrix(self, pm: PatchMesh, lo: tuple[int, ...]) -> PETSc.Mat:
+        """The fine matrix of ``a`` on the patch mesh ``pm`` placed at fine square ``lo``.
+
+        Taken from the box operator when :meth:`extract_patches` prepared the placement
+        (rows of dofs on the patch boundary then hold couplings from outside the patch, so
+        only its interior rows equal the patch's own matrix), else assembled on the patch
+        mesh. The caller destroys it.
+        """
+        if (id(pm), tuple(lo)) in self.box_patches:
+            isU = _index_set(self._box_dofs(pm, lo))
+            assert self.box_A is not None
+            A = self.box_A.createSubMatrix(isU, isU)
+            isU.destroy()
+            return A
+        pm.move_to(self.hierarchy.lower + np.array(lo) * self.hierarchy.h)
+        return pm.assemble().copy()
+
+    def _box_blocks(self, pm: PatchMesh, lo: tuple[int, ...]) -> tuple[PETSc.Mat, sp.csr_matrix]:
+        """A_II (PETSc) and A_IB (CSR) of patch mesh ``pm`` at ``lo`` from the box operator."""
+        dofs = self._box_dofs(pm, lo)
+        assert self.box_A is not None
         isI, isB = _index_set(dofs[pm.interior]), _index_set(dofs[pm.boundary])
         A_II = self.box_A.createSubMatrix(isI, isI)
         A_IB = self.box_A.createSubMatrix(isI, isB)

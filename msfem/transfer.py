@@ -163,6 +163,13 @@ class FineMap:
         self._inverse_count().copy(inv.x.petsc_vec)
         return [1.0 / v for v in self.gather(inv)]
 
+    def add(self, values: list[np.ndarray], name: str = "u") -> dolfinx.fem.Function:
+        """A fine Function from element-local values, summed where elements overlap."""
+        u = dolfinx.fem.Function(self.V, name=name)
+        self._sum(np.concatenate(values) if values else np.zeros(0), u.x.petsc_vec)
+        u.x.scatter_forward()
+        return u
+
     def average(self, values: list[np.ndarray], name: str = "u") -> dolfinx.fem.Function:
         """A fine Function from element-local values (averaged where elements overlap)."""
         u = dolfinx.fem.Function(self.V, name=name)

@@ -2,10 +2,11 @@ r"""Multiscale methods behind one small interface (see :mod:`msfem.methods.base`
 
 Built in: the MsFEM variants (:mod:`msfem.methods.msfem`) -- ``standard``, ``linear``,
 ``oscillatory``, ``oversampling``, ``petrov-galerkin`` (and ``msfem`` with the variant as
-a parameter). A new method is a subclass of :class:`Method` registered with
-:func:`register`; ``docs/architecture.md`` walks through one.
+a parameter) and LOD (:mod:`msfem.methods.lod`) -- ``lod``. A new method is a subclass of
+:class:`Method` registered with :func:`register`; ``docs/architecture.md`` walks through one.
 """
 
+from msfem.methods import lod as _lod  # noqa: F401  (registers LOD)
 from msfem.methods import msfem as _msfem  # noqa: F401  (registers the MsFEM variants)
 from msfem.methods.base import (
     ElementData,
@@ -19,7 +20,9 @@ from msfem.methods.base import (
     register,
     unregister,
 )
+from msfem.methods.lod import LOD, LODParameters
 from msfem.methods.msfem import MsFEM, MsFEMParameters
 
-__all__ = ["ElementData", "Entry", "Method", "MsFEM", "MsFEMParameters", "Parameters",
-           "available", "create", "entry", "parameter_names", "register", "unregister"]
+__all__ = ["LOD", "ElementData", "Entry", "LODParameters", "Method", "MsFEM", "MsFEMParameters",
+           "Parameters", "available", "create", "entry", "parameter_names", "register",
+           "unregister"]

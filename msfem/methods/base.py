@@ -116,6 +116,11 @@ class Method(abc.ABC):
     Parameters: ClassVar[type[_Parameters]] = _Parameters
     #: The name it was created under (:func:`create`), e.g. an MsFEM variant.
     registry_name: str | None = None
+    #: How the elements' trial functions make the fine solution: ``"broken"`` -- each
+    #: element holds u on its own coarse cell (dofs shared by cells are averaged; broken
+    #: norms per cell); ``"sum"`` -- the elements' pieces (e.g. LOD's patch correctors)
+    #: add up to one conforming function (errors in the global fine-space norms).
+    reconstruction: ClassVar[str] = "broken"
 
     def __init__(self, params: _Parameters | None = None, **kwargs: Any):
         if params is not None and kwargs:
@@ -134,6 +139,11 @@ class Method(abc.ABC):
     def galerkin(self) -> bool:
         """True when the test functions are the trial functions."""
         return True
+
+    @property
+    def coarse_assembly(self) -> str:
+        """Default coarse assembly: ``"element"`` (element data) or ``"ptap"`` (PᵀA_hP)."""
+        return "element"
 
     @property
     def label(self) -> str:
