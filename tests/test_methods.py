@@ -193,8 +193,13 @@ def test_config_accepts_registered_methods_and_refuses_others():
                                 "oversampling": {"sampling_region": 16}}})
     validate({**base, "msfem": {"method": "msfem", "variant": "petrov-galerkin",
                                 "oversampling": 2, "boundary": "oscillatory"}})
-    with pytest.raises(ConfigError, match="must be one of 'msfem', 'standard', 'linear'"):
-        validate({**base, "msfem": {"method": "lod"}})
+    validate({**base, "msfem": {"method": "lod", "layers": 3, "test": "galerkin"}})
+    with pytest.raises(ConfigError, match="must be one of 'lod', 'msfem', 'standard', 'linear'"):
+        validate({**base, "msfem": {"method": "gmsfem"}})
+    with pytest.raises(ConfigError, match="layers"):
+        validate({**base, "msfem": {"method": "lod", "layers": -1}})
+    with pytest.raises(ConfigError, match="test"):
+        validate({**base, "msfem": {"method": "lod", "test": "ritz"}})
     with pytest.raises(ConfigError, match="no parameter 'layers'; valid parameters: "
                                           "oversampling, boundary, edge_coefficient"):
         validate({**base, "msfem": {"method": "oversampling", "layers": 1}})
