@@ -126,14 +126,6 @@ def _to_csr(M: SparseLike) -> scipy.sparse.csr_matrix:
     return out
 
 
-def _csr_to_petsc(M: scipy.sparse.csr_matrix) -> PETSc.Mat:
-    M = M.tocsr()
-    M.sort_indices()
-    return PETSc.Mat().createAIJ(
-        M.shape, csr=(M.indptr.astype(PETSc.IntType), M.indices.astype(PETSc.IntType),
-                      M.data.astype(PETSc.ScalarType)), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
-
-
 def _columns(B: Array, n: int, name: str) -> tuple[Array, bool]:
     """``B`` as a float array of shape (n, k); also whether it was a single vector."""
     B = np.asarray(B, dtype=PETSc.ScalarType)
@@ -541,6 +533,7 @@ class ConstrainedSolver(_Destroyable):
         self._C: scipy.sparse.csr_matrix | None = None
         self._Z: Array | None = None  # A^-1 C^T
         self._S: tuple[Array, Array] | None = None  # LU of C A^-1 C^T
+        self._blocks: tuple | None = None  # cached block pattern (see _block)
         if (A is None) != (C is None):
             raise ValueError("give both A and C, or neither")
         if A is not None and C is not None:
@@ -585,15 +578,53 @@ class ConstrainedSolver(_Destroyable):
                                   f"the constraints linearly dependent?")
             self._Z, self._S = Z, scipy.linalg.lu_factor(S)
         else:
-            zero = scipy.sparse.csr_matrix((np.zeros(m), (np.arange(m), np.arange(m))),
-                                           shape=(m, m))
-            K = scipy.sparse.bmat([[A_csr, C_csr.T], [C_csr, zero]], format="csr")
-            K_petsc = _csr_to_petsc(K)
-            try:
-                self._factor.set_operator(K_petsc)
-            finally:
-                K_petsc.destroy()
+            K, same = self._block(A_csr, C_csr)
+            self._factor.set_operator(K, same_pattern=same)
         self._C, self.n, self.m = C_csr, n, m
+
+    def _block(self, A: scipy.sparse.csr_matrix, C: scipy.sparse.csr_matrix
+               ) -> tuple[PETSc.Mat, bool]:
+        """The block matrix [[A, Cᵀ], [C, 0]] as a PETSc matrix, its pattern cached.
+
+        Returns the matrix and whether it has the sparsity of the previous call.
+
+        For operators with the sparsity of the previous call (e.g. patches of one shape)
+        only the values are gathered into the cached block matrix (no ``bmat``, no new
+        PETSc matrix): ``values = concat(A.data, C.data, 0)[perm]``.
+        """
+        A.sort_indices()
+        C.sort_indices()
+        key = (A.shape, A.nnz, C.shape, C.nnz)
+        cached = self._blocks
+        same = cached is not None and cached[0] == key and all(
+            np.array_equal(x, y) for x, y in zip(cached[1], (A.indptr, A.indices, C.indptr,
+                                                             C.indices)))
+        source = np.concatenate([A.data, C.data, [0.0]])
+        if not same:
+            m = C.shape[0]
+            code = lambda M, first: scipy.sparse.csr_matrix(  # noqa: E731
+                (np.arange(first, first + M.nnz, dtype=float), M.indices, M.indptr),
+                shape=M.shape)
+            zero = scipy.sparse.csr_matrix((np.full(m, -1.0), (np.arange(m), np.arange(m))),
+                                           shape=(m, m))  # explicit zeros on the diagonal
+            K = scipy.sparse.bmat([[code(A, 1), code(C, A.nnz + 1).T],
+                                   [code(C, A.nnz + 1), zero]], format="csr")
+            K.sort_indices()
+            perm = np.where(K.data < 0, len(source), K.data).astype(np.int64) - 1
+            values = source[perm]
+            if cached is not None:
+                cached[3].destroy()
+            csr = (K.indptr.astype(PETSc.IntType), K.indices.astype(PETSc.IntType), values)
+            petsc = PETSc.Mat().createAIJWithArrays(K.shape, csr, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+            patterns = (A.indptr.copy(), A.indices.copy(), C.indptr.copy(), C.indices.copy())
+            # PETSc uses the csr arrays in place: they live as long as the cache
+            self._blocks = (key, patterns, (perm, values), petsc, csr)
+            return petsc, False
+        assert cached is not None
+        perm, values = cached[2]
+        np.take(source, perm, out=values)  # PETSc shares ``values``
+        cached[3].assemble()  # new state: the factorisation sees new values
+        return cached[3], True
 
     def solve(self, F: Array, G: Array | None = None) -> tuple[Array, Array]:
         r"""Solve :math:`A X + C^T\Lambda = F`, :math:`C X = G`.
@@ -627,6 +658,9 @@ class ConstrainedSolver(_Destroyable):
 
     def destroy(self) -> None:
         """Free the factorisation and the block matrix."""
+        if self._blocks is not None:
+            self._blocks[3].destroy()
+            self._blocks = None
         self._factor.destroy()
         self._C = self._Z = self._S = None
 
