@@ -77,7 +77,9 @@ class CoarseSolution:
         """Errors against a fine reference on the hierarchy's fine mesh.
 
         Relative and absolute broken L2, H1-seminorm and energy errors of the
-        reconstruction, and nodal max / l2 errors at the coarse vertices.
+        reconstruction (global ones for methods whose element pieces add up, e.g. LOD),
+        and nodal max / l2 errors at the coarse vertices (of the reconstruction for those
+        methods, whose coarse unknowns are not nodal values).
         """
         from msfem import norms
 
@@ -85,6 +87,7 @@ class CoarseSolution:
         h = self.space.hierarchy
         fmap = self.fine_map(u_ref.function_space)
         local_ref = fmap.gather(u_ref)
+        u = None
         if self.space.method.reconstruction == "sum":  # a conforming u_ms: global norms
             u = self.reconstruct(u_ref.function_space)
             disc = self.space.problem.discretise(u_ref.function_space)
@@ -104,6 +107,8 @@ class CoarseSolution:
         else:
             numbering = fmap.numbering or LatticeNumbering(u_ref.function_space, h)
             ref = numbering.values_at(u_ref, xc)  # the fine map's numbering: no new AO
+            if u is not None:  # the coarse unknowns are not nodal values (LOD): u_ms(x_i)
+                vals = numbering.values_at(u, xc)
         out.update(norms.nodal_errors(vals, ref, [float(H) for H in h.H], h.comm))
         return out
 

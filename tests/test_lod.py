@@ -54,6 +54,18 @@ def test_ideal_galerkin_lod_is_the_quasi_interpolant_of_the_fine_solution(houwu_
 
 
 @pytest.mark.filterwarnings("ignore::msfem.UnresolvedScaleWarning")
+@pytest.mark.parametrize("test", ["petrov-galerkin", "galerkin"])
+def test_ideal_lod_is_exact_without_load(comm, test):
+    """f = 0, Dirichlet data g in Q1: a(u_h, w) = 0 on W_h, so u_h ∈ (1 − Q)V_H exactly."""
+    h = msfem.StructuredHierarchy(comm, 4, 8, "quadrilateral")
+    g = msfem.Dirichlet(lambda x: 1 + x[0] + 2 * x[1] - 3 * x[0] * x[1])
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 8), 0.0, dirichlet=[g])
+    fine = _fine(h, problem)
+    _, sol = _lod(h, problem, layers=4, test=test)
+    errs = sol.errors(fine.u)
+    assert errs["energy_rel"] < 1e-10 and errs["nodal_linf"] < 1e-10
+
+
 def test_petrov_galerkin_load_term_is_order_H(comm):
     """‖u_H^PG − I_H u_h‖ / ‖I_H u_h‖ falls like H (ideal patches, ε < H, one fine mesh)."""
     problem = msfem.diffusion(msfem.HouWu(eps=1 / 32), 1.0)
