@@ -23,9 +23,14 @@ The workflow, one module per step:
 6. **Reconstruction and errors** (:mod:`msfem.norms`):
    :math:`u_{ms} = \sum_i U_i \phi_i`, compared with the fine reference in (broken) L2, H1
    and energy norms and at the coarse vertices.
+
+Under ``mpiexec`` an uncaught exception on any rank prints its traceback and
+``msfem: rank R of N: uncaught ...`` and aborts the whole job
+(:func:`msfem._runtime.install_excepthook`; ``MSFEM_ABORT_ON_ERROR=0`` turns it off).
 """
 
 from msfem._runtime import configure_logging  # noqa: F401  (imports dolfinx_solver first)
+from msfem._runtime import install_excepthook as _install_excepthook
 from msfem.coarse import CoarseSolution, prolongation
 from msfem.coarse import solve as solve_coarse
 from msfem.coefficients import (
@@ -54,6 +59,8 @@ from msfem.solvers import SolverError
 from msfem.space import MultiscaleSpace
 
 __version__ = "0.1.0"
+
+_install_excepthook()  # a one-rank error aborts the job instead of hanging it
 
 __all__ = [
     "CoarseSolution", "ElementData", "Method", "MultiscaleSpace", "Parameters", "VARIANTS",

@@ -16,9 +16,14 @@ Run in parallel with ``mpiexec -n 4 msfem solve ...``. The configuration is vali
 or XDMF, ``[output] format``) and a PNG (``[output] png``); it is written through
 :func:`msfem._runtime.atomic_directory`, so a failed run leaves ``DIR`` as it was.
 
-Invalid input (:class:`~msfem.config.ConfigError`, ``ValueError``, a missing file) and
-diverged solves (:class:`~msfem.SolverError`) print ``msfem: error: <message>`` on rank 0
-and exit with status 2 on every rank; ``--debug`` shows the traceback instead.
+Every command reads and validates its configuration and checks ``--out`` (creatable,
+writable, not a file) on every rank and agrees collectively before computing
+(:func:`msfem._runtime.collective`). Invalid input (:class:`~msfem.config.ConfigError`,
+``ValueError``, unreadable files, unusable PETSc options) and diverged solves
+(:class:`~msfem.SolverError`) print ``msfem: error: <message>`` on rank 0 and exit with
+status 2 on every rank; an error that only some ranks reach is printed with its rank and
+aborts the job; SIGINT/SIGTERM abort every rank (status 130/143)
+(:func:`msfem._runtime.run_command`). ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import inspect
 import json
 import logging
 import re
-import sys
 import textwrap
 import types
 import typing
@@ -43,25 +47,35 @@ from mpi4py import MPI
 import msfem
 from msfem import _runtime, io, norms, plot
 from msfem import config as msfem_config
-from msfem.solvers import SolverError
 
 logger = _runtime.logger
 
 #: Exit status of every reported error (as argparse uses for usage errors).
-EXIT_ERROR = 2
+EXIT_ERROR = _runtime.EXIT_ERROR
 
 
-class CommandUnavailable(RuntimeError):
+class CommandUnavailable(ImportError):
     """A sub-command whose implementing module is not installed."""
 
 
 # ------------------------------------------------------------------------- helpers
-def _output_dir(out: str | Path) -> Path:
-    """Check ``--out`` before any computation (the directory itself is written last)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a directory")
-    return out
+def _read_inputs(args: argparse.Namespace, comm: MPI.Comm) -> tuple[dict[str, Any], Path]:
+    """The validated configuration and ``--out``, agreed on every rank before computing."""
+    with _runtime.collective(comm):
+        cfg = msfem_config.load(args.config)
+        out = _runtime.check_output_dir(args.out)
+    return cfg, out
+
+
+def _check_size(cfg: Mapping[str, Any], args: argparse.Namespace, comm: MPI.Comm,
+                command: str) -> None:
+    """Refuse a run that cannot fit in the job's memory (before any allocation)."""
+    dofs = msfem_config.fine_dofs(cfg)
+    need = msfem_config.memory_need(cfg)
+    if command == "solve":  # + the basis and element data (about as much again, at most)
+        need *= 1.5
+    _runtime.check_memory(need, f"'msfem {command}' with {dofs:.3g} fine dofs", comm,
+                          force=args.force, hint="lower [mesh] N or M")
 
 
 def _setup(cfg: Mapping[str, Any], comm: MPI.Comm):
@@ -101,8 +115,8 @@ def _write_results(out: Path, metrics: Mapping[str, Any], fields: Sequence, pict
 # ------------------------------------------------------------------------- commands
 def run_fine(args: argparse.Namespace, comm: MPI.Comm) -> None:
     """``msfem fine``: the fine reference :math:`a(u_h, v) = L(v)`, its norms and fields."""
-    cfg = msfem_config.load(args.config)
-    out = _output_dir(args.out)
+    cfg, out = _read_inputs(args, comm)
+    _check_size(cfg, args, comm, "fine")
     hier, problem = _setup(cfg, comm)
     fine = _reference(hier, problem, cfg)
     metrics = {
@@ -124,8 +138,8 @@ def run_fine(args: argparse.Namespace, comm: MPI.Comm) -> None:
 
 def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
     r"""``msfem solve``: MsFEM solution :math:`u_{ms}` and its errors against :math:`u_h`."""
-    cfg = msfem_config.load(args.config)
-    out = _output_dir(args.out)
+    cfg, out = _read_inputs(args, comm)
+    _check_size(cfg, args, comm, "solve")
     hier, problem = _setup(cfg, comm)
     table = cfg.get("msfem", {})
     method, parameters = msfem_config.method_of(table)
@@ -138,7 +152,7 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
                 space.layers)
     space.build(progress=True)
     solution = msfem.solve_coarse(space, petsc_options=table.get("coarse_solver"),
-                                  assembly=table.get("assembly", "element"))
+                                  assembly=table.get("assembly"))
     u_ms = solution.reconstruct(fine.u.function_space)
     errors = solution.errors(fine.u)
     t = solution.timings
@@ -182,19 +196,23 @@ def _optional(module: str, name: str, command: str) -> Callable[..., Any]:
 
 def run_study(args: argparse.Namespace, comm: MPI.Comm) -> Any:
     """``msfem study``: delegate to :func:`msfem.studies.run_study`."""
-    return _optional("msfem.studies", "run_study", "study")(Path(args.config), Path(args.out))
+    force = {"force": True} if args.force else {}
+    return _optional("msfem.studies", "run_study", "study")(Path(args.config), Path(args.out),
+                                                            **force)
 
 
 def run_homogenize(args: argparse.Namespace, comm: MPI.Comm) -> Any:
     """``msfem homogenize``: delegate to :func:`msfem.homogenization.cli.homogenize`."""
     homogenize = _optional("msfem.homogenization.cli", "homogenize", "homogenize")
-    return homogenize(Path(args.config), args.json)
+    force = {"force": True} if args.force else {}
+    return homogenize(Path(args.config), args.json, **force)
 
 
 def run_rve(args: argparse.Namespace, comm: MPI.Comm) -> Any:
     """``msfem rve``: delegate to :func:`msfem.homogenization.cli.rve`."""
+    force = {"force": True} if args.force else {}
     return _optional("msfem.homogenization.cli", "rve", "rve")(Path(args.config),
-                                                                Path(args.out))
+                                                                Path(args.out), **force)
 
 
 # ------------------------------------------------------------------------- methods
@@ -346,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show tracebacks instead of one-line error messages")
     common.add_argument("--timings", action="store_true", default=argparse.SUPPRESS,
                         help="print dolfinx's timing table (max over ranks) at the end")
-    parser.set_defaults(timings=False)
+    common.add_argument("--force", action="store_true", default=argparse.SUPPRESS,
+                        help="run even if the memory estimate exceeds the available memory")
+    parser.set_defaults(timings=False, force=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler, help: str, out: bool = True) -> argparse.ArgumentParser:
@@ -379,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``msfem`` command line; return the exit status (0 ok, 2 error).
 
-    Collective: every rank of ``MPI.COMM_WORLD`` runs it and returns the same status.
+    Collective: every rank of ``MPI.COMM_WORLD`` runs it and returns the same status, or
+    -- when only some ranks fail, or on SIGINT/SIGTERM -- the job is aborted
+    (:func:`msfem._runtime.run_command`).
     """
     parser = build_parser()
     try:
@@ -393,17 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         if comm.rank > 0:  # one copy of every warning, like the log
             warnings.simplefilter("ignore")
-        try:
-            status = args.handler(args, comm)
-        except (msfem_config.ConfigError, ValueError, FileNotFoundError, SolverError,
-                CommandUnavailable) as err:
-            if args.debug:
-                raise
-            if comm.rank == 0:
-                print(f"msfem: error: {err}", file=sys.stderr, flush=True)
-            return EXIT_ERROR
-    if args.timings:
+        status = _runtime.run_command(lambda: args.handler(args, comm), comm, prog="msfem",
+                                      debug=args.debug)
+    if args.timings and status == 0:
         from dolfinx.common import Reduction, list_timings
 
         list_timings(comm, Reduction.max)
-    return status if isinstance(status, int) and not isinstance(status, bool) else 0
+    return status

@@ -63,6 +63,24 @@ class Field(abc.ABC):
     shape: tuple[int, ...] = ()
     #: Oscillation scale (period or correlation length), ``None`` when not multiscale.
     eps: float | None = None
+    #: Parameters that are lengths: positive when given (checked by ``__post_init__``).
+    _lengths = ("eps", "cell", "correlation_length", "scale", "radius")
+
+    def __post_init__(self) -> None:
+        """Refuse NaN/inf parameters and non-positive lengths (dataclass subclasses).
+
+        Raises:
+            ValueError: naming the field, the parameter and its value.
+        """
+        for name in getattr(self, "__dataclass_fields__", {}):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            if not np.isfinite(value):
+                raise ValueError(f"{type(self).__name__}: {name} = {value!r} must be finite")
+            if name in self._lengths and not value > 0:
+                raise ValueError(f"{type(self).__name__}: {name} = {value!r} must be positive "
+                                 f"(a length)")
 
     @abc.abstractmethod
     def evaluate(self, x: np.ndarray) -> np.ndarray:

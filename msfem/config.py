@@ -161,12 +161,120 @@ def validate(cfg: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | No
             if not is_kind(value, keys[key]):
                 raise ConfigError(f"[{section}] {key} = {value!r} must be "
                                   f"{describe_kind(keys[key])}")
+    _check_finite(cfg)
     mesh = cfg.get("mesh", {})
     for key in ("N", "M"):
         if key in mesh and mesh[key] < 1:
             raise ConfigError(f"[mesh] {key} = {mesh[key]} must be a positive integer")
+    _check_domain(mesh)
+    _check_coefficient(cfg.get("coefficient", {}), CELL_TYPES[mesh.get("cell",
+                                                                       "quadrilateral")][0])
+    _check_problem(cfg.get("problem", {}), CELL_TYPES[mesh.get("cell", "quadrilateral")][0])
+    _check_solvers(cfg)
     check_resolution(cfg)
     return {k: dict(v) for k, v in cfg.items()}
+
+
+def _check_finite(value: Any, where: str = "") -> None:
+    """Refuse NaN and infinities anywhere in a configuration (naming the key)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            inner = f"[{key}]" if not where else \
+                f"{where} {key}" if where.endswith("]") and " " not in where else \
+                f"{where}.{key}"
+            _check_finite(item, inner)
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            _check_finite(item, f"{where}[{k}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} = {value!r} must be a finite number")
+
+
+def _check_domain(mesh: Mapping[str, Any]) -> None:
+    """``lower``/``upper``: one finite number per direction, ``lower < upper``."""
+    dim = CELL_TYPES[mesh.get("cell", "quadrilateral")][0]
+    corners = {}
+    for key, default in (("lower", 0.0), ("upper", 1.0)):
+        value = mesh.get(key, [default] * dim)
+        if not (isinstance(value, list) and len(value) == dim
+                and all(is_kind(v, float) for v in value)):
+            raise ConfigError(f"[mesh] {key} = {value!r} must be a list of {dim} numbers (one "
+                              f"per direction of a {mesh.get('cell', 'quadrilateral')} mesh)")
+        corners[key] = value
+    if not all(b > a for a, b in zip(corners["lower"], corners["upper"])):
+        raise ConfigError(f"[mesh] empty domain: lower = {corners['lower']} must be below "
+                          f"upper = {corners['upper']} in every direction")
+
+
+#: ``[coefficient]`` keys that are lengths (must be positive) or counts (at least 1).
+_LENGTH_KEYS = ("eps", "cell", "correlation_length", "width", "size", "radius")
+_COUNT_KEYS = ("number", "per_direction", "modes")
+
+
+def _check_coefficient(table: Mapping[str, Any], dim: int) -> None:
+    """Signs and ranges of the ``[coefficient]`` parameters.
+
+    The positivity of the field itself is checked on the mesh, by the solvers.
+    """
+    for key in _LENGTH_KEYS:
+        if key in table and not table[key] > 0:
+            raise ConfigError(f"[coefficient] {key} = {table[key]!r} must be positive "
+                              f"(a length)")
+    for key in _COUNT_KEYS:
+        if key in table and not table[key] >= 1:
+            raise ConfigError(f"[coefficient] {key} = {table[key]!r} must be at least 1")
+    for key in ("fraction", "p"):
+        if key in table and not 0 <= table[key] <= 1:
+            raise ConfigError(f"[coefficient] {key} = {table[key]!r} must lie in [0, 1]")
+    if "direction" in table and not 0 <= table["direction"] < dim:
+        raise ConfigError(f"[coefficient] direction = {table['direction']!r} must be 0 ... "
+                          f"{dim - 1}")
+    if table.get("type") == "constant":
+        value = table.get("value")
+        if isinstance(value, list) and len(value) not in (dim, dim * dim):
+            raise ConfigError(f"[coefficient] value = {value!r} must be a number, or a list "
+                              f"of {dim} (diagonal) numbers")
+
+
+def _check_problem(table: Mapping[str, Any], dim: int) -> None:
+    """Degree, load shape, Poisson ratio and reaction of ``[problem]``."""
+    kind = table.get("type", "diffusion")
+    degree = table.get("degree", 1)
+    if not 1 <= degree <= 6:
+        raise ConfigError(f"[problem] degree = {degree!r} must be a Lagrange degree 1 ... 6")
+    for key in ("f", "dirichlet"):
+        if key not in table:
+            continue
+        value = table[key]
+        if kind == "elasticity":
+            ok = key == "dirichlet" and not isinstance(value, list) or \
+                isinstance(value, list) and len(value) == dim
+            want = f"a list of {dim} numbers" + (" (or one number)" if key == "dirichlet"
+                                                 else "")
+        else:
+            ok, want = not isinstance(value, list), "a number (the problem is scalar)"
+        if not ok:
+            raise ConfigError(f"[problem] {key} = {value!r} must be {want} for type {kind!r}")
+    if "nu" in table and not -1 < table["nu"] < 0.5:
+        raise ConfigError(f"[problem] nu = {table['nu']!r} must lie in (-1, 0.5) (Poisson "
+                          f"ratio)")
+    if "reaction" in table and not table["reaction"] >= 0:
+        raise ConfigError(f"[problem] reaction = {table['reaction']!r} must be non-negative")
+
+
+def _check_solvers(cfg: Mapping[str, Any]) -> None:
+    """PETSc options of ``[solver]`` and ``[msfem] coarse_solver/local_solver``."""
+    from msfem.solvers import check_options
+
+    tables = [("[solver]", cfg.get("solver"))]
+    msfem_table = cfg.get("msfem", {})
+    tables += [(f"[msfem] {k}", msfem_table.get(k)) for k in ("coarse_solver", "local_solver")]
+    for where, options in tables:
+        if options:
+            try:
+                check_options(options, where)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
 
 
 def check_resolution(cfg: Mapping[str, Any]) -> None:
@@ -204,16 +312,38 @@ def _scale_key(coef: Mapping[str, Any], scale: float) -> str:
     return keys[0] if len(keys) == 1 else "eps"
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML file; :class:`ConfigError` naming the file if it cannot be read.
+
+    Refused with a message: a missing path, a directory, an unreadable file, bytes that
+    are not UTF-8 text, and text that is not TOML.
+    """
+    path = Path(path)
+    name = f"configuration file {str(path)!r}"
+    if not path.exists():
+        raise ConfigError(f"{name} not found")
+    if path.is_dir():
+        raise ConfigError(f"{name} is a directory, not a TOML file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{name} cannot be read: {err.strerror or err}") from err
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{name} is not UTF-8 text (byte {err.start}): not a TOML "
+                          f"configuration") from err
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{name} is not valid TOML: {err}") from err
+
+
 def load(path: str | Path, extra: Mapping[str, Mapping[str, Any]] | None = None,
          required: tuple[str, ...] = ("mesh", "coefficient")) -> dict[str, Any]:
-    """Read and validate a TOML configuration file."""
+    """Read and validate a TOML configuration file (:func:`read_toml`, :func:`validate`)."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"configuration file {str(path)!r} not found")
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    cfg = read_toml(path)
     plugins = cfg.get("msfem", {}).get("plugins", []) if isinstance(cfg.get("msfem"), dict) \
         else []
     if not isinstance(plugins, list):
@@ -287,6 +417,31 @@ def method_of(table: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[msfem] {err} ({METHODS_HINT})") from err
     return name, params
+
+
+# ---------------------------------------------------------------------- size
+def fine_dofs(cfg: Mapping[str, Any], cells_per_direction: int | None = None) -> int:
+    """Unknowns of the fine space of a validated configuration (no mesh is built).
+
+    ``(n p + 1)^d`` times the components, with ``n = N M`` fine cells per direction (or
+    ``cells_per_direction``), ``p`` the ``[problem] degree`` and ``d`` the dimension.
+    """
+    mesh, problem = cfg.get("mesh", {}), cfg.get("problem", {})
+    dim = CELL_TYPES[mesh.get("cell", "quadrilateral")][0]
+    n = cells_per_direction if cells_per_direction is not None else mesh["N"] * mesh["M"]
+    bs = dim if problem.get("type") == "elasticity" else 1
+    return (n * problem.get("degree", 1) + 1) ** dim * bs
+
+
+def memory_need(cfg: Mapping[str, Any], cells_per_direction: int | None = None) -> float:
+    """Estimated peak bytes of a fine solve of ``cfg`` (:func:`msfem._runtime.memory_estimate`)."""
+    from msfem._runtime import memory_estimate
+
+    mesh, problem = cfg.get("mesh", {}), cfg.get("problem", {})
+    dim = CELL_TYPES[mesh.get("cell", "quadrilateral")][0]
+    bs = dim if problem.get("type") == "elasticity" else 1
+    return memory_estimate(fine_dofs(cfg, cells_per_direction), dim=dim,
+                           degree=problem.get("degree", 1), block_size=bs)
 
 
 # ---------------------------------------------------------------------- builders

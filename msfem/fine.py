@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dolfinx
 import dolfinx.fem.petsc
 import dolfinx.la.petsc
 import numpy as np
+import ufl
 from mpi4py import MPI
 from petsc4py import PETSc
 
@@ -101,6 +102,71 @@ def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
             check_resolution(fld, h_axis, stacklevel=4)
 
 
+def null_space(A: PETSc.Mat, V: dolfinx.fem.FunctionSpace,
+               bcs: list[dolfinx.fem.DirichletBC]) -> PETSc.NullSpace | None:
+    r"""The null space of a fine operator without Dirichlet data, or None.
+
+    Collective. Only when no dof is constrained (pure Neumann / traction): the candidates
+    are the constants (scalar unknown) or the rigid body modes (vector unknown), and
+    those with :math:`\|Az\|_\infty \le 10^{-9}\|A\|_\infty\|z\|_\infty` are kept -- so a
+    reaction term or a non-standard form that removes them leaves no null space. Nothing
+    branches on the problem's name.
+    """
+    constrained = sum(int(bc.dof_indices()[1]) for bc in bcs)  # owned constrained dofs
+    if V.mesh.comm.allreduce(constrained) > 0:
+        return None
+    if V.dofmap.index_map_bs > 1:
+        candidates = rigid_body_modes(V).getVecs()
+    else:
+        z = A.createVecRight()
+        z.set(1.0)
+        z.normalize()
+        candidates = [z]
+    inf: Any = PETSc.NormType.INFINITY
+    scale = cast(float, A.norm(inf))
+    y = A.createVecLeft()
+    kernel = []
+    for z in candidates:
+        A.mult(z, y)
+        if cast(float, y.norm(inf)) <= 1e-9 * scale * cast(float, z.norm(inf)):
+            kernel.append(z)
+    y.destroy()
+    if not kernel:
+        return None
+    if len(kernel) < len(candidates):  # a subset: orthonormal again
+        kernel = [z.copy() for z in kernel]
+        for i, z in enumerate(kernel):
+            for w in kernel[:i]:
+                z.axpy(-z.dot(w), w)
+            z.normalize()
+    return PETSc.NullSpace().create(vectors=kernel, comm=V.mesh.comm)
+
+
+def check_compatible(null: PETSc.NullSpace, b: PETSc.Vec, what: str) -> None:
+    r"""Refuse a load with a component along the null space: :math:`a(u, v) = L(v)` has no solution.
+
+    A singular system :math:`Au = b` is solvable iff :math:`b \perp \ker A^	op` (here
+    :math:`A` is symmetric): for pure Neumann diffusion :math:`\int_\Omega f + \int_{\Gamma_N}
+    g = 0`. The test is :math:`|z\cdot b| \le 10^{-8}\|b\|_2` for each orthonormal null
+    vector :math:`z`.
+
+    Raises:
+        ValueError: naming the relative size of the incompatible part.
+    """
+    norm = cast(float, b.norm())
+    if norm == 0:
+        return
+    worst = max(abs(z.dot(b)) for z in null.getVecs()) / norm
+    if worst > 1e-8:
+        kind = "constants" if len(null.getVecs()) == 1 else "rigid body modes"
+        raise ValueError(
+            f"{what}: the problem has no Dirichlet data, so its operator is singular (null "
+            f"space: {kind}), and the load is incompatible with it -- {worst:.3g} of the "
+            f"load vector lies along the null space, so a(u, v) = L(v) has no solution. "
+            f"Balance the load (for diffusion: integral of f plus the Neumann flux = 0) or "
+            f"add Dirichlet data.")
+
+
 @dataclass
 class FineSolution:
     """The fine reference ``u`` with the solve statistics."""
@@ -118,7 +184,10 @@ def solve_fine(mesh: dolfinx.mesh.Mesh, problem: Problem, *,
     r"""Solve the problem on the distributed fine mesh.
 
     Find :math:`u_h` with :math:`a(u_h, v) = L(v)\ \forall v \in V_{h,0}`, :math:`u_h = g` on
-    :math:`\Gamma_D`.
+    :math:`\Gamma_D`. Without Dirichlet data (pure Neumann) the operator's null space
+    (:func:`null_space`) is attached to the solver, an incompatible load is refused
+    (:func:`check_compatible`), and :math:`u_h` is the solution of integral mean zero
+    (scalar unknowns) or orthogonal to the rigid body modes (vector unknowns).
 
     Args:
         mesh: the fine mesh (e.g. ``hierarchy.fine``).
@@ -145,13 +214,26 @@ def solve_fine(mesh: dolfinx.mesh.Mesh, problem: Problem, *,
         A.setNearNullSpace(rigid_body_modes(V))
     if problem.shape:
         A.setBlockSize(V.dofmap.index_map_bs)
+    what = f"fine solve ({V.dofmap.index_map.size_global * V.dofmap.index_map_bs} dofs)"
+    null = null_space(A, V, bcs)
+    if null is not None:  # pure Neumann: solve in the complement of the null space
+        check_compatible(null, b, what)
+        A.setNullSpace(null)
+        null.remove(b)  # round-off only: the load is compatible
     ksp = solvers.make_ksp(A, prefix, petsc_options, solvers.FINE_OPTIONS)
     u = dolfinx.fem.Function(V, name="u_fine")
     with dolfinx.common.Timer("~msfem: fine solve"):
-        its = solvers.solve(
-            ksp, b, u.x.petsc_vec,
-            f"fine solve ({V.dofmap.index_map.size_global * V.dofmap.index_map_bs} dofs)")
+        its = solvers.solve(ksp, b, u.x.petsc_vec, what)
     u.x.scatter_forward()
+    if null is not None:  # the solution orthogonal to the null space
+        if problem.shape:
+            null.remove(u.x.petsc_vec)
+            u.x.scatter_forward()
+        else:  # of integral mean zero
+            dx = ufl.dx(domain=mesh)
+            mean = mesh.comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(u * dx))) \
+                / mesh.comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * dx)))
+            u.x.array[:] -= mean
     t2 = time.perf_counter()
     ndofs = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
     ksp.destroy()

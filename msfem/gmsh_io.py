@@ -13,7 +13,7 @@ import dolfinx
 import dolfinx.io.gmsh
 from mpi4py import MPI
 
-from msfem import _runtime  # noqa: F401
+from msfem import _runtime
 
 
 def mesh_surfaces(gmsh, size: float) -> int:
@@ -34,31 +34,58 @@ def read_coarse(path: str | Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dolfinx.me
     import gmsh
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"gmsh file {str(path)!r} not found")
+    with _runtime.collective(comm):  # every rank sees the same file error
+        if not path.exists():
+            raise FileNotFoundError(f"gmsh file {str(path)!r} not found")
+        if path.suffix not in (".msh", ".py"):
+            raise ValueError(f"{path}: expected a .msh file or a .py geometry script")
     if path.suffix == ".msh":
         gdim = 2
         return dolfinx.io.gmsh.read_from_msh(str(path), comm, 0, gdim=gdim).mesh
-    if path.suffix != ".py":
-        raise ValueError(f"{path}: expected a .msh file or a .py geometry script")
-    spec = importlib.util.spec_from_file_location(f"msfem_mesh_{path.stem}", path)
-    if spec is None or spec.loader is None:  # not for a .py file, but Optional in typeshed
-        raise ValueError(f"{path}: cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "build"):
-        raise ValueError(f"{path}: a geometry script must define build(gmsh) -> gdim")
     initialized = gmsh.isInitialized()
     if not initialized:
         gmsh.initialize(interruptible=False)
     gmsh.option.setNumber("General.Terminal", 0)
     gmsh.model.add(path.stem)
     gdim = 2
-    if comm.rank == 0:
-        gdim = module.build(gmsh)
-    gdim = comm.bcast(gdim, root=0)
-    mesh = dolfinx.io.gmsh.model_to_mesh(gmsh.model, comm, 0, gdim=gdim).mesh
-    gmsh.model.remove()
-    if not initialized:
-        gmsh.finalize()
+    try:
+        # the script runs on rank 0 only; its failure is raised on every rank
+        with _runtime.collective(comm):
+            if comm.rank == 0:
+                gdim = _run_script(path, gmsh)
+        gdim = comm.bcast(gdim, root=0)
+        mesh = dolfinx.io.gmsh.model_to_mesh(gmsh.model, comm, 0, gdim=gdim).mesh
+    finally:
+        gmsh.model.remove()
+        if not initialized:
+            gmsh.finalize()
     return mesh
+
+
+def _run_script(path: Path, gmsh) -> int:
+    """Import a geometry script and run its ``build(gmsh)``; return the geometric dimension.
+
+    Raises:
+        ValueError: the script cannot be imported, has no ``build``, or ``build`` raises
+            (the message names the script and the original error).
+    """
+    spec = importlib.util.spec_from_file_location(f"msfem_mesh_{path.stem}", path)
+    if spec is None or spec.loader is None:  # not for a .py file, but Optional in typeshed
+        raise ValueError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        raise ValueError(f"gmsh script {str(path)!r} failed on import: "
+                         f"{type(err).__name__}: {err}") from err
+    if not hasattr(module, "build"):
+        raise ValueError(f"{path}: a geometry script must define build(gmsh) -> gdim")
+    try:
+        gdim = module.build(gmsh)
+    except Exception as err:
+        raise ValueError(f"gmsh script {str(path)!r}: build() raised "
+                         f"{type(err).__name__}: {err}") from err
+    if gdim not in (1, 2, 3):
+        raise ValueError(f"gmsh script {str(path)!r}: build() returned {gdim!r}, not the "
+                         f"geometric dimension 1, 2 or 3")
+    return int(gdim)

@@ -30,7 +30,7 @@ import ufl
 from dolfinx.mesh import CellType
 from mpi4py import MPI
 
-from msfem import _runtime  # noqa: F401
+from msfem import _runtime
 
 CELL_TYPES = {
     "interval": (1, CellType.interval),
@@ -180,9 +180,19 @@ class StructuredHierarchy:
             raise ValueError(f"N must be {dim} positive integers for {cell_type}, got {Ns!r}")
         self.comm, self.dim, self.cell_type = comm, dim, cell_type
         self.N, self.M = tuple(int(n) for n in Ns), int(M)
-        self.lower = np.zeros(dim) if lower is None else np.asarray(lower, dtype=float)[:dim]
-        self.upper = np.ones(dim) if upper is None else np.asarray(upper, dtype=float)[:dim]
-        if np.any(self.upper <= self.lower):
+        corners = []
+        for name, value, default in (("lower", lower, 0.0), ("upper", upper, 1.0)):
+            try:
+                corner = np.full(dim, default) if value is None else \
+                    np.asarray(value, dtype=float).ravel()[:dim]
+            except (TypeError, ValueError):
+                corner = np.array([])
+            if corner.shape != (dim,) or not np.all(np.isfinite(corner)):
+                raise ValueError(f"{name} = {value!r} must be {dim} finite numbers (a corner "
+                                 f"of the box domain)")
+            corners.append(corner)
+        self.lower, self.upper = corners
+        if not np.all(self.upper > self.lower):
             raise ValueError(f"empty domain: lower={self.lower}, upper={self.upper}")
         self.H = (self.upper - self.lower) / np.array(self.N)
         self.h = self.H / self.M
@@ -415,8 +425,9 @@ class RefinedHierarchy:
         """
         import os
 
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"gmsh file {path!r} not found (cwd: {os.getcwd()})")
+        with _runtime.collective(comm):  # a file missing on one rank stops every rank
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"gmsh file {path!r} not found (cwd: {os.getcwd()})")
         from msfem.gmsh_io import read_coarse
 
         return cls(read_coarse(path, comm), levels)

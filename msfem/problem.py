@@ -136,6 +136,11 @@ class Problem:
 
     def __post_init__(self) -> None:
         """Refuse declarations that do not fit the problem (before any computation)."""
+        if not (isinstance(self.degree, int) and not isinstance(self.degree, bool)
+                and self.degree >= 1):
+            raise ValueError(f"degree = {self.degree!r} must be a positive integer (the "
+                             f"Lagrange degree of the fine space)")
+        self._check_source()
         q = self.quadrature_degree
         if q is not None and q != "ufl" and not (isinstance(q, int) and not isinstance(q, bool)
                                                  and q >= 0):
@@ -168,6 +173,19 @@ class Problem:
                              f"{self.shape}")
         if vector and "nu" not in self.parameters:
             raise ValueError("operator 'elasticity' needs the Poisson ratio parameters['nu']")
+
+    def _check_source(self) -> None:
+        """Refuse a constant load of the wrong shape or with NaN/inf entries."""
+        f = self.source
+        if isinstance(f, Field) or callable(f) or not isinstance(f, (int, float, Sequence)):
+            return  # fields and UFL expressions are checked where they are evaluated
+        values = np.asarray(f, dtype=float) if not isinstance(f, str) else None
+        if values is None or values.shape != tuple(self.shape):
+            want = "a number" if not self.shape else f"{self.shape[0]} numbers"
+            raise ValueError(f"source f = {f!r} must be {want} for a problem with value shape "
+                             f"{tuple(self.shape)}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"source f = {f!r} must be finite")
 
     @property
     def is_symmetric(self) -> bool:

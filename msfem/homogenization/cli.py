@@ -33,6 +33,7 @@ import numpy as np
 from mpi4py import MPI
 
 from msfem import _runtime  # (msfem/__init__ has loaded MPI/PETSc in the right order)
+from msfem._runtime import memory_estimate
 from msfem.homogenization.cell import effective_elasticity, effective_tensor
 from msfem.homogenization.report import format_table, plain, rve_csv, rve_figure, rve_summary
 from msfem.homogenization.rve import rve_size_study
@@ -65,7 +66,7 @@ logger = _runtime.logger
 
 
 def homogenize(config_path: Path, as_json: bool = False,
-               comm: MPI.Comm = MPI.COMM_WORLD) -> dict[str, Any]:
+               comm: MPI.Comm = MPI.COMM_WORLD, *, force: bool = False) -> dict[str, Any]:
     """``msfem homogenize CONFIG [--json]``: effective tensor, bounds and references.
 
     Collective. Prints one JSON object (``as_json``) or a readable table on rank 0's
@@ -83,7 +84,13 @@ def homogenize(config_path: Path, as_json: bool = False,
 
     """
     t0 = time.perf_counter()
-    cfg, spec = read_cell_config(config_path)
+    with _runtime.collective(comm):  # every rank agrees before computing
+        cfg, spec = read_cell_config(config_path)
+    bs = 2 if spec.physics == "elasticity" else 1
+    dofs = (spec.n * spec.degree + 1) ** 2 * bs * (2 if spec.microstructure == "disc" else 1)
+    _runtime.check_memory(memory_estimate(dofs, degree=spec.degree, block_size=bs),
+                          f"'msfem homogenize' with {dofs:.3g} dofs", comm, force=force,
+                          hint="lower [cell] n or degree")
     options = cfg.get("solver")
     logger.info("homogenize: %s %s cell, n = %d, P%d", spec.physics, spec.microstructure,
                 spec.n, spec.degree)
@@ -140,15 +147,8 @@ def homogenize(config_path: Path, as_json: bool = False,
     return summary
 
 
-def _check_out(out_dir: Path) -> Path:
-    """Refuse an ``--out`` that exists and is not a directory (before any computation)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a directory")
-    return out
-
-
-def rve(config_path: Path, out_dir: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dict[str, Any]:
+def rve(config_path: Path, out_dir: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
+        force: bool = False) -> dict[str, Any]:
     """``msfem rve CONFIG --out DIR``: SVE-to-RVE study on a random checkerboard.
 
     Collective. Writes ``rve.csv`` (window, bc, mean, std, eps_rel, n), ``rve.json``
@@ -160,12 +160,18 @@ def rve(config_path: Path, out_dir: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> di
 
     Raises:
         ConfigError: invalid configuration (before any computation).
-        ValueError: ``out_dir`` exists and is not a directory.
+        OSError: ``out_dir`` cannot be created or written (before any computation).
 
     """
     t0 = time.perf_counter()
-    cfg, spec = read_rve_config(config_path)
-    out = _check_out(out_dir)
+    with _runtime.collective(comm):  # every rank agrees before computing or writing
+        cfg, spec = read_rve_config(config_path)
+        out = _runtime.check_output_dir(out_dir)
+    n = max(spec.window_sizes) * spec.elements_per_cell
+    dofs = (n * spec.degree + 1) ** 2
+    _runtime.check_memory(memory_estimate(dofs, degree=spec.degree),
+                          f"'msfem rve' with windows of {dofs:.3g} dofs", comm, force=force,
+                          hint="lower [rve] window_sizes or elements_per_cell")
     logger.info("rve: windows L/l = %s, %d realisations, bcs %s", list(spec.window_sizes),
                 spec.realisations, ", ".join(spec.bcs))
     study = rve_size_study(spec.window_sizes, n_realisations=spec.realisations,

@@ -312,11 +312,12 @@ def disc_cell(
         occ = gmsh.model.occ
         sq = occ.addRectangle(0, 0, 0, 1, 1)
         disc = occ.addDisk(0.5, 0.5, 0, r, r)
-        out, _ = occ.fragment([(2, sq)], [(2, disc)])
+        out, children = occ.fragment([(2, sq)], [(2, disc)])
         occ.synchronize()
         surfaces = [s for d, s in out if d == 2]
-        mass = {s: gmsh.model.occ.getMass(2, s) for s in surfaces}
-        disc_s = min(surfaces, key=lambda s: mass[s])
+        # the disc is what the disc object became (children[1]), whatever its area: for
+        # f > 1/2 it is the larger of the two surfaces
+        disc_s = next(s for d, s in children[1] if d == 2)
         matrix_s = [s for s in surfaces if s != disc_s]
         gmsh.model.addPhysicalGroup(2, matrix_s, 1)
         gmsh.model.addPhysicalGroup(2, [disc_s], 2)

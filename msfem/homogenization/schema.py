@@ -35,13 +35,12 @@ computation.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from msfem.config import ConfigError, validate
+from msfem.config import ConfigError, read_toml, validate
 from msfem.homogenization.apparent import BOUNDARY_CONDITIONS
 
 __all__ = [
@@ -84,13 +83,7 @@ RVE_SCHEMA: dict[str, Any] = {
 def _read(path: Path, sections: Mapping[str, Mapping[str, Any]], required: str
           ) -> dict[str, Any]:
     """Read a TOML file; refuse sections other than ``sections`` and ``[solver]``; validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"configuration file {str(path)!r} not found")
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    cfg = read_toml(path)
     accepted = [*sections, "solver"]
     for name in cfg:
         if name not in accepted:

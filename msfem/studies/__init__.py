@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     from pathlib import Path
 
-    from msfem._runtime import configure_logging
-    from msfem.config import ConfigError
+    from mpi4py import MPI
+
+    from msfem import _runtime
 
     parser = argparse.ArgumentParser(prog="msfem study", description="Run (or resume) an "
                                      "MsFEM resonance-error study from a TOML configuration.")
@@ -52,14 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default: results/<config name>)")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     args = parser.parse_args(argv)
-    configure_logging(logging.WARNING if args.quiet else logging.INFO)
+    _runtime.configure_logging(logging.WARNING if args.quiet else logging.INFO)
     out = args.out or str(Path("results") / Path(args.config).stem)
-    try:
-        run_study(args.config, out)
-    except ConfigError as err:
-        from mpi4py import MPI
-
-        if MPI.COMM_WORLD.rank == 0:
-            print(f"msfem study: {err}", flush=True)
-        return 2
-    return 0
+    return _runtime.run_command(lambda: run_study(args.config, out), MPI.COMM_WORLD,
+                                prog="msfem study")

@@ -127,13 +127,31 @@ def _existing_rows(plan: Plan, out_dir: Path, comm: MPI.Comm) -> dict[tuple[str,
                     error = (f"{path} has columns {header}, this study writes {plan.columns}; "
                              f"use another output directory")
                 else:
-                    rows = {tuple(r[c] for c in plan.key_columns): r for r in old}
+                    complete = [r for r in old if _complete(r, plan.columns)]
+                    if not path.read_text().endswith("\n") and complete and \
+                            old and complete[-1] is old[-1]:
+                        complete.pop()  # a last line cut short may still parse
+                    if len(complete) < len(old):
+                        logger.warning("%s: %d incomplete row(s) ignored; their cases are "
+                                       "computed again", path, len(old) - len(complete))
+                    rows = {tuple(r[c] for c in plan.key_columns): r for r in complete}
         except (OSError, ValueError, KeyError) as err:
             error = f"cannot resume from {out_dir}: {err}"
     error, rows = comm.bcast((error, rows), root=0)
     if error:
         raise ConfigError(error)
     return rows
+
+
+def _complete(row: Mapping[Any, Any], columns: Sequence[str]) -> bool:
+    """Whether a CSV row has exactly the columns and numbers in every error column."""
+    if None in row or any(row.get(c) is None for c in columns):
+        return False  # too many or too few cells
+    try:
+        [float(row[m]) for m in METRICS if m in columns]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- one case
@@ -228,7 +246,8 @@ def _reference_key(case: Case) -> str:
 
 # ----------------------------------------------------------------------------- the study
 def run_study(config_path: str | Path, out_dir: str | Path, comm: MPI.Comm = MPI.COMM_WORLD,
-              *, after_case: AfterCase | None = None) -> list[dict[str, Any]]:
+              *, after_case: AfterCase | None = None, force: bool = False
+              ) -> list[dict[str, Any]]:
     r"""Run (or resume) the study of a TOML configuration and write its results and report.
 
     Collective over ``comm``. The configuration is validated and the sweep expanded
@@ -243,6 +262,8 @@ def run_study(config_path: str | Path, out_dir: str | Path, comm: MPI.Comm = MPI
         out_dir: output directory (created; an existing one is resumed).
         comm: communicator of all solves (``MPI.COMM_SELF`` for a serial study per rank).
         after_case: called on every rank after each computed case has been written.
+        force: run even if the memory estimate of the largest reference and case exceeds
+            the available memory (:func:`msfem._runtime.check_memory`).
 
     Returns:
         The rows of results.csv with typed values, in plan order.
@@ -250,8 +271,15 @@ def run_study(config_path: str | Path, out_dir: str | Path, comm: MPI.Comm = MPI
     """
     from msfem.studies.report import write_report
 
-    plan = load_plan(config_path)
-    out_dir = Path(out_dir)
+    with _runtime.collective(comm):  # every rank agrees before computing or writing
+        plan = load_plan(config_path)
+        out_dir = _runtime.check_output_dir(out_dir)
+    finest = max(case.NM for case in plan.cases)
+    ref = finest * plan.reference_factor * (2 if plan.reference == "richardson" else 1)
+    _runtime.check_memory(cfg_mod.memory_need(plan.config, ref)
+                          + cfg_mod.memory_need(plan.config, finest),
+                          f"study {plan.name!r} (reference grid {ref} cells per direction)",
+                          comm, force=force, hint="lower NM or reference_factor")
     done = _existing_rows(plan, out_dir, comm)
     methods = []
     for m in plan.methods:
