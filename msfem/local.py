@@ -549,17 +549,18 @@ class ConstrainedSolver(_Destroyable):
         """Wall time spent in PETSc's factorisations and solves so far."""
         return self._factor.petsc_seconds
 
-    def set_operators(self, A: PETSc.Mat, C: SparseLike) -> None:
+    def set_operators(self, A: SparseLike, C: SparseLike) -> None:
         """Assemble and factorise the block matrix; same sparsity as before: numeric only.
 
         Args:
-            A: Square sequential AIJ matrix ``n x n``.
+            A: Square sequential AIJ matrix ``n x n`` (PETSc, or scipy sparse).
             C: Constraint matrix ``m x n``.
 
         Raises:
             SolverError: The factorisation failed.
         """
-        _check_sequential(A, "A")
+        if isinstance(A, PETSc.Mat):
+            _check_sequential(A, "A")
         A_csr = _to_csr(A)
         n = A_csr.shape[0]
         C_csr = _to_csr(C)
@@ -569,7 +570,9 @@ class ConstrainedSolver(_Destroyable):
         if m == 0:
             raise ValueError("C has no rows: use DirichletSolver for unconstrained problems")
         if self.schur:
-            self._factor.set_operator(A)
+            self._factor.set_operator(A if isinstance(A, PETSc.Mat) else PETSc.Mat().createAIJ(
+                A_csr.shape, csr=(A_csr.indptr, A_csr.indices, A_csr.data),
+                comm=MPI.COMM_SELF))  # type: ignore[arg-type]
             Z = self._factor.solve(np.ascontiguousarray(C_csr.T.toarray()))
             S = np.atleast_2d(C_csr @ Z)
             if np.linalg.cond(S) > 1 / (100 * np.finfo(float).eps):

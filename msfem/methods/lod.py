@@ -192,15 +192,16 @@ class LOD(Method):
         rhs[in_patch] = A_T @ Lam_T
         # the patch operator (from the fine operator) and the constraints I_H w = 0
         A_U = engine.patch_matrix(pm, tuple(lo * h.M))
-        A_II = A_U.createSubMatrix(pm.isI, pm.isI)
         A_U_csr = to_csr(A_U)
         A_U.destroy()
+        key = self._touches(h, lo, hi)  # patches of one shape and position share patterns
+        A_II = self._interior_block(pm, A_U_csr, key)
         C = self._constraints(engine, pm, lo, hi)
         Q = np.zeros_like(rhs)
         if C.shape[0] and len(pm.interior):
-            solver = pm.cache.get(("lod solver",))
-            if solver is None:
-                solver = pm.cache[("lod solver",)] = ConstrainedSolver(
+            solver = pm.cache.get(("lod solver", key))
+            if solver is None:  # one per pattern: the symbolic factorisation is reused
+                solver = pm.cache[("lod solver", key)] = ConstrainedSolver(
                     symmetric=engine.problem.is_symmetric, prefix="msfem_lod_",
                     petsc_options=engine.petsc_options)
             t0 = solver.petsc_seconds
@@ -210,7 +211,6 @@ class LOD(Method):
             except solvers.SolverError as err:
                 raise solvers.SolverError(f"LOD correctors on {what}: {err}") from err
             engine.t_petsc += solver.petsc_seconds - t0
-        A_II.destroy()
         # element data: rows = the patch's nodes, columns = T's
         Lam_U = self._patch_nodal(pm, lo, hi, h, bs)
         rows = self._rows(engine, cell, lo, hi)
@@ -225,6 +225,28 @@ class LOD(Method):
                            b=b_e, fine_dofs=self._lattice_ids(pm, lo, h, p), trial=trial)
 
     # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _touches(h, lo, hi) -> tuple:
+        """Which sides of Ω the patch [lo, hi) (coarse squares) reaches."""
+        return tuple((bool(a == 0), bool(b == n)) for a, b, n in zip(lo, hi, h.N))
+
+    @staticmethod
+    def _interior_block(pm: PatchMesh, A: sp.csr_matrix, key: tuple) -> sp.csr_matrix:
+        """A[interior, interior] with the index pattern cached per patch placement kind."""
+        A.sort_indices()
+        cached = pm.cache.get(("lod II", key))
+        if cached is None or not (np.array_equal(cached[0], A.indptr)
+                                  and np.array_equal(cached[1], A.indices)):
+            probe = sp.csr_matrix((np.arange(A.nnz, dtype=float), A.indices, A.indptr),
+                                  shape=A.shape)
+            sub = probe[pm.interior][:, pm.interior].tocsr()
+            sub.sort_indices()
+            cached = (A.indptr.copy(), A.indices.copy(), sub.data.astype(np.int64),
+                      sub.indices, sub.indptr, sub.shape)
+            pm.cache[("lod II", key)] = cached
+        _, _, at, indices, indptr, shape = cached
+        return sp.csr_matrix((A.data[at], indices, indptr), shape=shape)
+
     def _rows(self, engine: PatchEngine, cell: int, lo, hi) -> np.ndarray:
         """Global coarse dofs of the patch's nodes (prepared; else one AO lookup)."""
         prepared = engine.region_cache.get("lod rows")
@@ -288,8 +310,7 @@ class LOD(Method):
         """
         h, bs, p = engine.hierarchy, engine.bs, engine.problem.degree
         N = np.array(h.N)
-        touches = tuple((bool(a == 0), bool(b == n)) for a, b, n in zip(lo, hi, N))
-        key = ("lod constraints", tuple(hi - lo), touches)
+        key = ("lod constraints", tuple(hi - lo), self._touches(h, lo, hi))
         if key in pm.cache:
             return pm.cache[key]
         K = engine.patch_mesh((h.M,) * h.dim)  # the mesh of every coarse cell (not moved)
