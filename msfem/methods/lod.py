@@ -199,11 +199,7 @@ class LOD(Method):
         C = self._constraints(engine, pm, lo, hi)
         Q = np.zeros_like(rhs)
         if C.shape[0] and len(pm.interior):
-            solver = pm.cache.get(("lod solver", key))
-            if solver is None:  # one per pattern: the symbolic factorisation is reused
-                solver = pm.cache[("lod solver", key)] = ConstrainedSolver(
-                    symmetric=engine.problem.is_symmetric, prefix="msfem_lod_",
-                    petsc_options=engine.petsc_options)
+            solver = self._solver(engine, (pm.shape, key))
             t0 = solver.petsc_seconds
             try:
                 solver.set_operators(A_II, C)
@@ -225,6 +221,23 @@ class LOD(Method):
                            b=b_e, fine_dofs=self._lattice_ids(pm, lo, h, p), trial=trial)
 
     # ------------------------------------------------------------------ pieces
+    #: Constrained solvers kept alive per rank (least recently used ones are destroyed):
+    #: one per patch shape and placement kind reuses the symbolic factorisation, but every
+    #: live MUMPS instance holds its factors -- and some hundred of them crash MUMPS/MPICH.
+    SOLVERS_ALIVE = 8
+
+    def _solver(self, engine: PatchEngine, key: tuple) -> ConstrainedSolver:
+        """The constrained solver of patches with sparsity ``key`` (an LRU cache per rank)."""
+        cache = engine.region_cache.setdefault("lod solvers", {})
+        solver = cache.pop(key, None)
+        if solver is None:
+            solver = ConstrainedSolver(symmetric=engine.problem.is_symmetric,
+                                       prefix="msfem_lod_", petsc_options=engine.petsc_options)
+            while len(cache) >= self.SOLVERS_ALIVE:
+                cache.pop(next(iter(cache))).destroy()
+        cache[key] = solver  # most recently used last
+        return solver
+
     @staticmethod
     def _touches(h, lo, hi) -> tuple:
         """Which sides of Ω the patch [lo, hi) (coarse squares) reaches."""
