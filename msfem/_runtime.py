@@ -442,6 +442,60 @@ def check_output_dir(out: str | Path, *, option: str = "--out") -> Path:
     return out
 
 
+@contextlib.contextmanager
+def directory_lock(out: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[None]:
+    """Hold the lock of output directory ``out`` (collective): one writer at a time.
+
+    The lock is the file ``.<name>.lock`` beside ``out``, created exclusively by rank 0 and
+    holding its host and process id. A lock whose process is gone (same host) is stale --
+    a study killed by Ctrl-C or ``kill -9`` -- and is taken over; a live one is refused on
+    every rank with a message naming it. Removed when the block ends.
+    """
+    import socket
+
+    lock = out.with_name(f".{out.name}.lock")
+    me = f"{socket.gethostname()} {os.getpid()}"
+    with collective(comm):
+        if comm.rank == 0:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(2):
+                try:
+                    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    host, _, pid = lock.read_text().strip().partition(" ")
+                    alive = host != socket.gethostname() or _process_alive(int(pid or 0))
+                    if alive:
+                        raise OSError(
+                            f"another run is writing to {str(out)!r} (process {pid} on {host}, "
+                            f"lock {str(lock)!r}); wait for it, use another --out, or remove "
+                            f"the lock file if no run is active") from None
+                    lock.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                with os.fdopen(fd, "w") as f:
+                    f.write(me)
+                break
+    try:
+        yield
+    finally:
+        if comm.rank == 0:
+            with contextlib.suppress(OSError):
+                if lock.read_text().strip() == me:
+                    lock.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # ----------------------------------------------------------------------- size guard
 #: Peak bytes per fine dof of a scalar P1/Q1 problem in 2D (9 matrix entries per row): the
 #: matrix, GAMG's hierarchy, vectors, mesh and dofmap; measured here (serial, 66k-4.2M

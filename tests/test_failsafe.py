@@ -330,6 +330,30 @@ def test_truncated_rows_are_computed_again(tmp_path_factory):
 
 
 @pytest.mark.usefixtures("restore_msfem_logging")
+def test_a_study_directory_has_one_writer(tmp_path_factory):
+    """A live lock is refused on every rank; a lock of a dead process is taken over."""
+    import socket
+
+    root = shared_dir(tmp_path_factory, "locked")
+    config = root / "study.toml"
+    lock = root / ".out.lock"
+    if COMM.rank == 0:
+        write(config, SMALL_STUDY)
+        write(lock, f"{socket.gethostname()} {os.getppid()}")  # alive: the test runner's parent
+    COMM.barrier()
+    with pytest.raises(OSError, match="another run is writing to .*out"):
+        run_study(config, root / "out")
+    assert not (root / "out" / "results.csv").exists()
+    COMM.barrier()
+    if COMM.rank == 0:  # a study killed with kill -9: its process is gone
+        write(lock, f"{socket.gethostname()} {2**22 + 4321}")
+    COMM.barrier()
+    assert len(run_study(config, root / "out")) == 4
+    COMM.barrier()  # rank 0 removes the lock after the study
+    assert not lock.exists()
+
+
+@pytest.mark.usefixtures("restore_msfem_logging")
 def test_stale_partial_directory_of_a_killed_run_is_replaced(tmp_path_factory, capsys):
     from msfem.cli import main
 

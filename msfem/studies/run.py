@@ -269,11 +269,18 @@ def run_study(config_path: str | Path, out_dir: str | Path, comm: MPI.Comm = MPI
         The rows of results.csv with typed values, in plan order.
 
     """
-    from msfem.studies.report import write_report
-
     with _runtime.collective(comm):  # every rank agrees before computing or writing
         plan = load_plan(config_path)
         out_dir = _runtime.check_output_dir(out_dir)
+    with _runtime.directory_lock(out_dir, comm):  # one study per output directory
+        return _run_study(plan, out_dir, comm, after_case, force)
+
+
+def _run_study(plan: Plan, out_dir: Path, comm: MPI.Comm, after_case: AfterCase | None,
+               force: bool) -> list[dict[str, Any]]:
+    """:func:`run_study` after validation, holding the output directory's lock."""
+    from msfem.studies.report import write_report
+
     finest = max(case.NM for case in plan.cases)
     ref = finest * plan.reference_factor * (2 if plan.reference == "richardson" else 1)
     _runtime.check_memory(cfg_mod.memory_need(plan.config, ref)
