@@ -7,7 +7,7 @@ NP ?= 2
 export UCX_TLS ?= self,sm,tcp
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test lint typecheck test-serial test-mpi bench clean
+.PHONY: demo test lint typecheck test-serial test-mpi bench docs clean
 
 demo:
 	$(MPIEXEC) -n $(NP) $(PY) -m msfem study studies/demo.toml --out results/demo
@@ -15,7 +15,7 @@ demo:
 test: lint typecheck test-serial test-mpi
 
 lint:
-	$(PY) -m ruff check msfem tests benchmarks meshes
+	$(PY) -m ruff check msfem tests benchmarks meshes demos
 
 typecheck:
 	$(PY) -m mypy msfem
@@ -29,6 +29,10 @@ test-mpi:
 bench:
 	$(PY) benchmarks/fine.py
 	$(PY) benchmarks/offline.py
+	$(PY) benchmarks/lod.py
+
+docs:  # needs sphinx and myst-parser (pip install -e .[docs])
+	$(PY) -m sphinx -b html -W docs/api docs/api/_build
 
 clean:
 	rm -rf results .pytest_cache

@@ -464,6 +464,10 @@ def directory_lock(out: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[None]
                 except FileExistsError:
                     host, _, pid = lock.read_text().strip().partition(" ")
                     alive = host != socket.gethostname() or _process_alive(int(pid or 0))
+                    deadline = time.monotonic() + LOCK_WAIT  # a run that is just ending
+                    while alive and host == socket.gethostname() and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                        alive = _process_alive(int(pid or 0))
                     if alive:
                         raise OSError(
                             f"another run is writing to {str(out)!r} (process {pid} on {host}, "
@@ -483,8 +487,13 @@ def directory_lock(out: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[None]
                     lock.unlink()
 
 
+#: Seconds :func:`directory_lock` waits for the holder of a lock on this host to end (an
+#: interrupted run whose ranks are still shutting down) before refusing.
+LOCK_WAIT = 5.0
+
+
 def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
+    """Whether process ``pid`` runs on this host (a zombie has ended)."""
     if pid <= 0:
         return False
     try:
@@ -493,6 +502,9 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
     return True
 
 

@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mpi4py import MPI
 
 import msfem
@@ -100,15 +101,25 @@ def _max(comm: MPI.Comm, value: float) -> float:
 
 def _write_results(out: Path, metrics: Mapping[str, Any], fields: Sequence, picture: Sequence,
                    titles: Sequence[str], png_name: str, output: Mapping[str, Any],
-                   comm: MPI.Comm) -> None:
-    """Write metrics, fields and the PNG into ``out`` all at once (or not at all)."""
+                   comm: MPI.Comm, *, title: str | None = None,
+                   basis: tuple[Any, Any] | None = None) -> None:
+    """Write metrics, fields and the PNGs into ``out`` all at once (or not at all).
+
+    Two fields (u_fine, u_ms) are drawn side by side with their error under ``title``;
+    ``basis`` = (:class:`msfem.plot.BasisFunction`, coarse mesh) adds basis_function.png.
+    """
     with _runtime.atomic_directory(out, comm) as tmp:
         io.write_metrics(tmp / "metrics.json", metrics, comm)
         if output.get("fields", True):
             io.write_fields(tmp, fields, format=output.get("format", "vtx"))
         if output.get("png", True):
-            if not plot.plot_fields(tmp / png_name, picture, titles):
+            if len(picture) == 2:
+                plot.plot_error_field(tmp / png_name, picture, titles, title=title)
+            elif not plot.plot_fields(tmp / png_name, picture, titles):
                 logger.warning("pyvista is not installed: skipped %s", png_name)
+            if basis is not None:
+                plot.plot_basis_function(tmp / "basis_function.png", basis[0], title=title,
+                                         coarse_mesh=basis[1])
     logger.info("results written to %s", out)
 
 
@@ -176,8 +187,15 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
     logger.info("errors: l2_rel %.3e, h1_rel %.3e, energy_rel %.3e, nodal_linf %.3e",
                 errors["l2_rel"], errors["h1_rel"], errors["energy_rel"], errors["nodal_linf"])
     coarse_fields = [solution.U] if space.coarse_space is not None else []
+    eps = next((f.eps for f in problem.coefficients.values() if getattr(f, "eps", None)), None)
+    title = f"{space.name}, H = {float(np.max(hier.H)):.4g}" + \
+        (f", ε = {eps:.4g}" if eps else "")
+    png = cfg.get("output", {}).get("png", True)
+    basis = (plot.basis_function(space), hier.coarse) if png and hier.dim == 2 and \
+        space.coarse_space is not None else None  # (collective)
     _write_results(out, metrics, [u_ms, fine.u, *coarse_fields], [fine.u, u_ms],
-                   ["u_fine", "u_ms"], "u_fine_vs_u_ms.png", cfg.get("output", {}), comm)
+                   ["u_fine", "u_ms"], "u_fine_vs_u_ms.png", cfg.get("output", {}), comm,
+                   title=title, basis=basis)
 
 
 def _optional(module: str, name: str, command: str) -> Callable[..., Any]:

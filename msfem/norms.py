@@ -36,13 +36,13 @@ def _integral(expr, domain) -> float:
 def l2_norm(u) -> float:
     r""":math:`\|u\|_{L^2(\Omega)}` of a Function (or UFL expression with a mesh)."""
     domain = ufl.domain.extract_unique_domain(u)
-    return np.sqrt(_integral(ufl.inner(u, u), domain))
+    return float(np.sqrt(_integral(ufl.inner(u, u), domain)))
 
 
 def h1_seminorm(u) -> float:
     r""":math:`|u|_{H^1(\Omega)} = \|\nabla u\|_{L^2}`."""
     domain = ufl.domain.extract_unique_domain(u)
-    return np.sqrt(_integral(ufl.inner(ufl.grad(u), ufl.grad(u)), domain))
+    return float(np.sqrt(_integral(ufl.inner(ufl.grad(u), ufl.grad(u)), domain)))
 
 
 def energy_norm(disc, u: dolfinx.fem.Function) -> float:

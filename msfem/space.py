@@ -16,6 +16,7 @@ the loop itself.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -122,6 +123,10 @@ class MultiscaleSpace:
     def engine(self) -> PatchEngine:
         """The per-rank engine of local problems (collective on first call)."""
         if self._engine is None:
+            # spaces built before hold COMM_SELF meshes and solvers in reference cycles; free
+            # them now: MPICH has 2048 communicators, and a sweep of spaces in one process
+            # would run out of them (or crash inside MUMPS) before the cycle collector runs
+            gc.collect()
             self._engine = PatchEngine(self.hierarchy, self.problem, self.coarse,
                                        self.petsc_options)
             local, lattice = self.hierarchy.owned_coarse_cells

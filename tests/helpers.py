@@ -5,6 +5,18 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+#: Hou & Wu (1997) eq. 4.1 at toy size: 4 x 4 coarse cells of 8 x 8 fine cells, eps = 1/4
+#: (resolved: 8 fine cells per eps).
+TOY_CONFIG = """
+[mesh]
+N = 4
+M = 8
+
+[coefficient]
+type = "hou-wu"
+eps = 0.25
+"""
+
 
 def fitted_rate(h, err):
     """Slope of log(err) against log(h) (least squares)."""

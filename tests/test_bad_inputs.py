@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import write_text_config
+from helpers import TOY_CONFIG, write_text_config
 from mpi4py import MPI
 
 import msfem
@@ -27,15 +27,7 @@ COMM = MPI.COMM_WORLD
 pytestmark = pytest.mark.usefixtures("restore_msfem_logging")
 
 #: 4 x 4 coarse cells of 8 x 8 fine cells, Hou-Wu at eps = 1/4: resolved.
-BASE = """
-[mesh]
-N = 4
-M = 8
-
-[coefficient]
-type = "hou-wu"
-eps = 0.25
-"""
+BASE = TOY_CONFIG
 ELASTIC = BASE + '\n[problem]\ntype = "elasticity"\n'
 CELL = """
 [cell]

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import TOY_CONFIG
 from mpi4py import MPI
 
 import msfem
@@ -63,15 +64,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-TINY = """
-[mesh]
-N = 4
-M = 8
-
-[coefficient]
-type = "hou-wu"
-eps = 0.25
-"""
+TINY = TOY_CONFIG
 
 #: Run the CLI with per-rank arguments: what a node-local file system can make ranks see.
 PER_RANK_CLI = """

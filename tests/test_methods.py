@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_text_config
+from helpers import TOY_CONFIG, write_text_config
 
 import msfem
 from msfem import methods
@@ -107,15 +107,7 @@ def test_plugin_method_is_exact_in_1d_and_improves_linear_in_2d(comm):
         e_bub["energy_rel"], rel=1e-8)
 
 
-PLUGIN_CONFIG = f"""
-[mesh]
-N = 4
-M = 8
-
-[coefficient]
-type = "hou-wu"
-eps = 0.25
-
+PLUGIN_CONFIG = TOY_CONFIG + f"""
 [msfem]
 method = "bubble-msfem"
 scale = 2.0

@@ -22,14 +22,15 @@ boundary data :math:`g_j` (``"polynomial"``: a basis of the coarse element's spa
 vectors for vector problems; ``"oscillatory"``: Hou--Wu's reduced 1D problems along the
 edges of ∂S).
 
-=================  ===========  ==========  ===============  ============================
-variant            patch        boundary    test             reference
-standard           --           --          Galerkin         coarse P1/Q1 FEM (LFEM)
-linear             K            polynomial  Galerkin         Hou & Wu (1997) MFEM-L
-oscillatory        K            oscillatory Galerkin         Hou & Wu (1997) MFEM-O
-oversampling       S ⊋ K        polynomial  Galerkin         Hou & Wu (1997) §3.4; EHW (2000)
-petrov-galerkin    S ⊋ K        polynomial  Petrov-Galerkin  Hou, Wu & Zhang (2004)
-=================  ===========  ==========  ===============  ============================
+=================  ===========  ===========  ===============  ============================
+variant            patch        boundary     test             reference
+=================  ===========  ===========  ===============  ============================
+standard           --           --           Galerkin         coarse P1/Q1 FEM (LFEM)
+linear             K            polynomial   Galerkin         Hou & Wu (1997) MFEM-L
+oscillatory        K            oscillatory  Galerkin         Hou & Wu (1997) MFEM-O
+oversampling       S ⊋ K        polynomial   Galerkin         Hou & Wu (1997) §3.4; EHW (2000)
+petrov-galerkin    S ⊋ K        polynomial   Petrov-Galerkin  Hou, Wu & Zhang (2004)
+=================  ===========  ===========  ===============  ============================
 
 Each variant is registered under its own name (presets of this one class).
 
