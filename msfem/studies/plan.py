@@ -326,8 +326,8 @@ def _methods(study: Mapping[str, Any], msfem: Mapping[str, Any]) -> tuple[Method
         if kind not in all_methods():
             raise ConfigError(f"{where}: method {kind!r} is not one of "
                               f"{', '.join(all_methods())} ({cfg_mod.METHODS_HINT})")
-        own = [] if kind in VARIANTS or kind not in registry.available() else \
-            registry.parameter_names(kind)
+        own = [] if kind not in registry.available() else \
+            [p for p in registry.parameter_names(kind) if p not in _METHOD_KEYS]
         for key in entry:
             if key not in _METHOD_KEYS and key not in own:
                 raise ConfigError(f"unknown key {key!r} in {where}; accepted keys: "
