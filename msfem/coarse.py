@@ -51,14 +51,20 @@ class CoarseSolution:
 
     @property
     def vector(self) -> PETSc.Vec:
-        """The coarse solution as a PETSc vector."""
-        return _petsc_vec(self.U)
+        """A copy of the coarse solution as a PETSc vector (collective).
+
+        A copy, so that it outlives this object: a ``petsc_vec`` view of a dolfinx vector
+        must not be used after the vector is freed (``solve_coarse(space).vector.norm()``
+        would read freed memory and crash at garbage collection).
+        """
+        return _petsc_vec(self.U).copy()
 
     def element_values(self) -> list[np.ndarray]:
         """The coarse solution at the trial dofs of every owned element (collective)."""
         if self._gather is None:
-            self._gather = CoarseGather(self.vector, [e.cols for e in self.space.elements])
-        return self._gather(self.vector)
+            self._gather = CoarseGather(_petsc_vec(self.U),
+                                        [e.cols for e in self.space.elements])
+        return self._gather(_petsc_vec(self.U))
 
     def reconstruct(self, V: dolfinx.fem.FunctionSpace | None = None) -> dolfinx.fem.Function:
         r"""The fine-scale reconstruction :math:`u_{ms} = \sum_i U_i\phi_i` on the fine space."""
@@ -95,7 +101,7 @@ class CoarseSolution:
         else:
             out = norms.broken_errors(self.space.elements, self.element_values(), local_ref,
                                       h.comm, energy=self.space.energy_matrix)
-        nodal = self.space.coarse.vertex_values(self.vector.getArray(readonly=True))
+        nodal = self.space.coarse.vertex_values(_petsc_vec(self.U).getArray(readonly=True))
         if nodal is None:  # a coarse space without vertex values
             out.update(nodal_linf=float("nan"), nodal_l2=float("nan"))
             return out
