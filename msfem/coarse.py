@@ -92,13 +92,13 @@ class CoarseSolution:
         self.space.check_fine_basis("errors()")
         h = self.space.hierarchy
         fmap = self.fine_map(u_ref.function_space)
-        local_ref = fmap.gather(u_ref)
-        u = None
+        u, local_ref = None, None  # the reference on the elements' fine dofs (broken norms)
         if self.space.method.reconstruction == "sum":  # a conforming u_ms: global norms
             u = self.reconstruct(u_ref.function_space)
             disc = self.space.problem.discretise(u_ref.function_space)
             out = {k: float(v) for k, v in norms.errors(u, u_ref, disc).items()}
         else:
+            local_ref = fmap.gather(u_ref)
             out = norms.broken_errors(self.space.elements, self.element_values(), local_ref,
                                       h.comm, energy=self.space.energy_matrix)
         nodal = self.space.coarse.vertex_values(_petsc_vec(self.U).getArray(readonly=True))
@@ -107,7 +107,8 @@ class CoarseSolution:
             return out
         xc, vals = nodal
         if self.space.unstructured:
-            at_vertices = self.space.coarse.vertex_values(self._vertex_reference(local_ref))
+            at_vertices = self.space.coarse.vertex_values(self._vertex_reference(
+                local_ref if local_ref is not None else fmap.gather(u_ref)))
             assert at_vertices is not None
             ref = at_vertices[1]
         else:

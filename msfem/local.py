@@ -296,7 +296,19 @@ class _Factorisation:
 
 
 class _Destroyable:
-    """Context-manager protocol over :meth:`destroy`."""
+    """A solver holding one :class:`_Factorisation`; context-manager protocol over destroy."""
+
+    _factor: _Factorisation
+
+    @property
+    def ksp(self) -> PETSc.KSP | None:
+        """The KSP holding the factorisation (``None`` before the operator is set)."""
+        return self._factor.ksp
+
+    @property
+    def petsc_seconds(self) -> float:
+        """Wall time spent inside PETSc factorising and solving, since creation."""
+        return self._factor.petsc_seconds
 
     def destroy(self) -> None:  # pragma: no cover - overridden
         """Free the PETSc objects."""
@@ -364,16 +376,6 @@ class DirichletSolver(_Destroyable):
                                       defaults, symmetric)
         if A is not None:
             self._setup(self.set_operator, A)
-
-    @property
-    def ksp(self) -> PETSc.KSP | None:
-        """The KSP holding the factorisation (``None`` before :meth:`set_operator`)."""
-        return self._factor.ksp
-
-    @property
-    def petsc_seconds(self) -> float:
-        """Wall time spent inside PETSc factorising and solving, since creation."""
-        return self._factor.petsc_seconds
 
     def set_operator(self, A: PETSc.Mat, same_pattern: bool = False) -> None:
         """Set and factorise :math:`A_{II}`; same sparsity as before: numeric phase only.
@@ -538,16 +540,6 @@ class ConstrainedSolver(_Destroyable):
             raise ValueError("give both A and C, or neither")
         if A is not None and C is not None:
             self._setup(self.set_operators, A, C)
-
-    @property
-    def ksp(self) -> PETSc.KSP | None:
-        """The KSP holding the factorisation (of the block matrix, or of A for ``schur``)."""
-        return self._factor.ksp
-
-    @property
-    def petsc_seconds(self) -> float:
-        """Wall time spent in PETSc's factorisations and solves so far."""
-        return self._factor.petsc_seconds
 
     def set_operators(self, A: SparseLike, C: SparseLike) -> None:
         """Assemble and factorise the block matrix; same sparsity as before: numeric only.

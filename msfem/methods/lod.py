@@ -183,7 +183,7 @@ class LOD(Method):
         what = Where(cell, K_vertices)
         # T's matrix and nodal functions; right-hand sides a_T(λ_j, ·) on the patch
         A_T = to_csr(K.assemble())
-        Lam_T = self._nodal(K, K_vertices, h, bs)
+        Lam_T = _cell_nodal(K, h, bs)
         in_patch = expand_blocks(pm.lookup[np.ravel_multi_index(
             tuple((K.dof_index + (np.array(h.coarse_square(cell)[0]) - lo) * h.M * p).T),
             pm.node_shape, order="F")], bs)
@@ -287,14 +287,6 @@ class LOD(Method):
         on_interface = (idx % (h.M * p) == 0) & (idx > 0) & (idx < n)
         return np.repeat(1.0 / np.prod(np.where(on_interface, 2.0, 1.0), axis=1), bs)
 
-    def _nodal(self, K: PatchMesh, K_vertices: np.ndarray, h, bs: int) -> np.ndarray:
-        """The coarse nodal functions of T at its fine dofs (translation invariant, cached)."""
-        key = ("lod N",)
-        if key not in K.cache:
-            x = K.rel_coords
-            K.cache[key] = nodal_functions(h.cell_type, x, K_vertices - K.origin, h.H, bs)
-        return K.cache[key]
-
     def _patch_nodal(self, pm: PatchMesh, lo, hi, h, bs: int) -> np.ndarray:
         r"""The hat functions :math:`\lambda_z` of the patch's nodes at its fine dofs (CSR)."""
         key = ("lod hats", tuple(hi - lo))
@@ -363,9 +355,23 @@ def projection_matrix(hierarchy, problem, engine: PatchEngine | None = None) -> 
     engine = engine or PatchEngine(hierarchy, problem, None)
     h, bs = hierarchy, problem.block_size
     K = engine.patch_mesh((h.M,) * h.dim)
-    M_h = K.metric_matrices()[0]
-    Lam = nodal_functions(h.cell_type, K.rel_coords, h.coarse_vertices(0) - h.lower, h.H, bs)
-    return np.linalg.solve(Lam.T @ (M_h @ Lam), (M_h @ Lam).T)
+    if ("lod R",) not in K.cache:
+        M_h = K.metric_matrices()[0]
+        Lam = _cell_nodal(K, h, bs)
+        K.cache[("lod R",)] = np.linalg.solve(Lam.T @ (M_h @ Lam), (M_h @ Lam).T)
+    return K.cache[("lod R",)]
+
+
+def _cell_nodal(K: PatchMesh, h, bs: int) -> np.ndarray:
+    """The coarse nodal functions of a cell at its fine dofs (translation invariant, cached).
+
+    ``K`` is the mesh of one coarse cell (:meth:`PatchEngine.coarse_cell`); columns in the
+    order of ``hierarchy.coarse_vertices``.
+    """
+    if ("lod N",) not in K.cache:
+        K.cache[("lod N",)] = nodal_functions(h.cell_type, K.rel_coords,
+                                              h.coarse_vertices(0) - h.lower, h.H, bs)
+    return K.cache[("lod N",)]
 
 
 def quasi_interpolation(space, u) -> np.ndarray:
