@@ -14,6 +14,8 @@ own and ghost vertices): a method may couple coarse dofs several cells apart.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dolfinx
 import numpy as np
 from petsc4py import PETSc
@@ -77,13 +79,18 @@ class LagrangeCoarseSpace(CoarseSpace):
         hierarchy: a structured or refined hierarchy.
         problem: gives the value shape (scalar, vector).
         count: functions per vertex and component (GMsFEM-like spaces; default 1).
+        value_size: dofs per vertex, overriding ``count × block size`` (e.g. GMsFEM on a
+            vector problem: ``count`` vector-valued functions per vertex).
     """
 
     function_space: dolfinx.fem.FunctionSpace  # always set (narrows the base's Optional)
 
-    def __init__(self, hierarchy, problem: Problem, count: int = 1):
+    def __init__(self, hierarchy, problem: Problem, count: int = 1,
+                 value_size: int | None = None):
         self.hierarchy, self.count = hierarchy, int(count)
         shape = problem.shape if count == 1 else (count * problem.block_size,)
+        if value_size is not None:
+            shape = (int(value_size),) if value_size > 1 else ()
         self.function_space = dolfinx.fem.functionspace(hierarchy.coarse, ("Lagrange", 1, shape))
         self.index_map = self.function_space.dofmap.index_map
         self.bs = self.function_space.dofmap.index_map_bs
@@ -141,15 +148,16 @@ class LagrangeCoarseSpace(CoarseSpace):
         return x, values[: n * self.bs].reshape(n, self.bs)
 
     # ------------------------------------------------------------------ boundary
-    def dirichlet(self, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
-        """Owned global dofs on Γ_D and their values :math:`U_i = g(x_i)` (count = 1)."""
-        if self.count != 1:
-            return super().dirichlet(problem)
+    def dirichlet_vertices(self, problem: Problem) -> list[tuple[np.ndarray, np.ndarray, Any]]:
+        """Owned vertex blocks on Γ_D: ``(blocks, coordinates (3, n), condition)`` per condition.
+
+        A vertex on the boundary of several conditions is listed under the first only.
+        """
         h, Vc = self.hierarchy, self.function_space
         tdim = h.dim
         n_owned = self.index_map.size_local
         xc = Vc.tabulate_dof_coordinates()
-        rows, vals = [], []
+        out = []
         seen: set[int] = set()
         for bc in problem.dirichlet:
             marker = bc.marker or (lambda x: np.ones(x.shape[1], dtype=bool))
@@ -158,9 +166,17 @@ class LagrangeCoarseSpace(CoarseSpace):
             blocks = np.array([b for b in blocks if b < n_owned and b not in seen],
                               dtype=np.int64)
             seen.update(blocks.tolist())
-            if len(blocks) == 0:
-                continue
-            g = dirichlet_values(bc, xc[blocks].T, problem.shape)  # (bs, n)
+            if len(blocks):
+                out.append((blocks, xc[blocks].T, bc))
+        return out
+
+    def dirichlet(self, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+        """Owned global dofs on Γ_D and their values :math:`U_i = g(x_i)` (count = 1)."""
+        if self.count != 1:
+            return super().dirichlet(problem)
+        rows, vals = [], []
+        for blocks, x, bc in self.dirichlet_vertices(problem):
+            g = dirichlet_values(bc, x, problem.shape)  # (bs, n)
             rows.append(self.to_global(expand_blocks(blocks, self.bs)))
             vals.append(g.T.ravel())
         if not rows:

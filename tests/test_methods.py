@@ -186,8 +186,9 @@ def test_config_accepts_registered_methods_and_refuses_others():
     validate({**base, "msfem": {"method": "msfem", "variant": "petrov-galerkin",
                                 "oversampling": 2, "boundary": "oscillatory"}})
     validate({**base, "msfem": {"method": "lod", "layers": 3, "test": "galerkin"}})
-    with pytest.raises(ConfigError, match="must be one of 'lod', 'msfem', 'standard', 'linear'"):
-        validate({**base, "msfem": {"method": "gmsfem"}})
+    with pytest.raises(ConfigError,
+                       match="must be one of 'msfem', 'standard', 'linear'.*'gmsfem'.*'lod'"):
+        validate({**base, "msfem": {"method": "no-such-method"}})
     with pytest.raises(ConfigError, match="layers"):
         validate({**base, "msfem": {"method": "lod", "layers": -1}})
     with pytest.raises(ConfigError, match="test"):

@@ -2,10 +2,12 @@ r"""Multiscale methods behind one small interface (see :mod:`msfem.methods.base`
 
 Built in: the MsFEM variants (:mod:`msfem.methods.msfem`) -- ``standard``, ``linear``,
 ``oscillatory``, ``oversampling``, ``petrov-galerkin`` (and ``msfem`` with the variant as
-a parameter) and LOD (:mod:`msfem.methods.lod`) -- ``lod``. A new method is a subclass of
+a parameter), LOD (:mod:`msfem.methods.lod`) -- ``lod`` -- and GMsFEM
+(:mod:`msfem.methods.gmsfem`) -- ``gmsfem``. A new method is a subclass of
 :class:`Method` registered with :func:`register`; ``docs/architecture.md`` walks through one.
 """
 
+from msfem.methods import gmsfem as _gmsfem  # noqa: F401  (registers GMsFEM)
 from msfem.methods import lod as _lod  # noqa: F401  (registers LOD)
 from msfem.methods import msfem as _msfem  # noqa: F401  (registers the MsFEM variants)
 from msfem.methods.base import (
