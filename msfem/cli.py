@@ -174,6 +174,7 @@ def run_solve(args: argparse.Namespace, comm: MPI.Comm) -> None:
         "variant": space.name,
         "oversampling_fine_layers": space.layers,
         "method_parameters": space.method.describe(),
+        "method_report": space.method.report(comm),
         "num_coarse_dofs": space.coarse.size_global,
         "num_fine_dofs": fine.num_dofs,
         **errors,

@@ -296,3 +296,54 @@ def prolongation(space: MultiscaleSpace, V: dolfinx.fem.FunctionSpace) -> PETSc.
     P.setValuesCOO(np.concatenate(vals), addv=PETSc.InsertMode.ADD_VALUES)  # type: ignore[arg-type]
     P.assemble()
     return P
+
+
+def inf_sup(space: MultiscaleSpace, max_dofs: int = 4000) -> tuple[float, float]:
+    r"""Discrete inf-sup and continuity constants of the coarse operator (collective).
+
+    With the trial functions :math:`\phi_j`, the test functions :math:`w_i` and the
+    broken energy Gram matrices :math:`G_\phi = [\sum_K a_K(\phi_j, \phi_i)]`,
+    :math:`G_w = [\sum_K a_K(w_j, w_i)]` on the free (non-Dirichlet) coarse dofs,
+
+    .. math::
+        \beta = \min_U \max_V \frac{V^T A_H U}{\|V\|_{G_w}\|U\|_{G_\phi}}
+        = \sigma_{\min}(L_w^{-1} A_H L_\phi^{-T}), \qquad
+        \gamma = \sigma_{\max}(\cdot),
+
+    :math:`G = LL^T`. A Galerkin method has :math:`\beta = \gamma = 1` in these norms; a
+    Petrov--Galerkin method is quasi-optimal with constant :math:`\gamma/\beta`, so a
+    :math:`\beta` that falls with the contrast explains errors that grow with it. Dense
+    (the coarse operator is gathered on every rank): for coarse spaces of at most
+    ``max_dofs`` dofs; methods with broken reconstructions and a fine basis only.
+    """
+    comm = space.hierarchy.comm
+    n = space.coarse.size_global
+    if n > max_dofs:
+        raise ValueError(f"inf_sup: {n} coarse dofs is more than max_dofs = {max_dofs} (a "
+                         f"dense computation); use a smaller coarse grid or raise max_dofs")
+    if space.method.reconstruction != "broken":
+        raise ValueError(f"inf_sup: method {space.name!r} adds its elements' functions "
+                         f"(reconstruction {space.method.reconstruction!r}); the broken "
+                         f"Gram matrices are not its norms")
+    space.check_fine_basis("inf_sup")
+    A, G_phi, G_w = np.zeros((n, n)), np.zeros((n, n)), np.zeros((n, n))
+    for e in space.elements:
+        assert e.trial is not None
+        W = e.trial if e.test is None else e.test
+        E = space.energy_matrix(e)
+        A[np.ix_(e.rows, e.cols)] += W.T @ (E @ e.trial)
+        G_phi[np.ix_(e.cols, e.cols)] += e.trial.T @ (E @ e.trial)
+        G_w[np.ix_(e.rows, e.rows)] += W.T @ (E @ W)
+    for M in (A, G_phi, G_w):
+        comm.Allreduce(MPI.IN_PLACE, M, op=MPI.SUM)
+    fixed = np.unique(np.concatenate(comm.allgather(space.coarse.dirichlet(space.problem)[0])))
+    free = np.setdiff1d(np.arange(n), fixed)
+    A, G_phi, G_w = (M[np.ix_(free, free)] for M in (A, G_phi, G_w))
+    import scipy.linalg
+
+    L_phi = np.linalg.cholesky(G_phi)
+    L_w = np.linalg.cholesky(G_w)
+    B = scipy.linalg.solve_triangular(L_w, A, lower=True)
+    B = scipy.linalg.solve_triangular(L_phi, B.T, lower=True).T
+    s = np.linalg.svd(B, compute_uv=False)
+    return float(s.min()), float(s.max())

@@ -154,6 +154,14 @@ class Method(abc.ABC):
         """Method name and parameters, JSON-ready (metrics files)."""
         return {"method": self.label, **self.params.model_dump(mode="json")}
 
+    def report(self, comm: Any) -> dict[str, Any]:
+        """What the offline phase found, JSON-ready (e.g. GMsFEM's eigenvalues); collective.
+
+        Called after :meth:`MultiscaleSpace.build` on every rank; written to
+        ``metrics.json`` as ``method_report``. Default: nothing.
+        """
+        return {}
+
     # ------------------------------------------------------------------ the protocol
     def validate(self, hierarchy: Any, problem: Problem) -> None:  # noqa: B027
         """Refuse a hierarchy/problem this method cannot handle (before any computation)."""

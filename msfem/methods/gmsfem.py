@@ -259,6 +259,17 @@ class GMsFEM(Method):
             out.update(part)
         return dict(sorted(out.items()))
 
+    def report(self, comm: MPI.Comm) -> dict[str, Any]:
+        """Eigenvalues and kept functions per neighbourhood (key: the vertex "i,j")."""
+        spectra = self.spectra(comm)
+        counts: dict[tuple[int, ...], int] = {}
+        for part in comm.allgather(self.counts()):
+            counts.update(part)
+        key = lambda v: ",".join(str(i) for i in v)  # noqa: E731
+        return {"eigenvalues": {key(v): lam.tolist() for v, lam in spectra.items()},
+                "functions": {key(v): counts[v] for v in spectra},
+                "timings": {k: comm.allreduce(t, op=MPI.MAX) for k, t in self.timings.items()}}
+
     def counts(self) -> dict[tuple[int, ...], int]:
         """Spectral functions kept per neighbourhood of this rank."""
         return {v: s[2] for v, s in self._spectra.items()}
@@ -325,18 +336,20 @@ class GMsFEM(Method):
         B = _WeightedMass.of(pm).assemble(weights)
         A = pm.assemble()
         # a vertex on Γ_D: ψ = 0 on ∂ω ∩ Γ_D (then χ_i ψ_k satisfies the Dirichlet condition)
-        bcs = pm.disc.dirichlet_bcs()
-        fixed = np.unique(np.concatenate([bc.dof_indices()[0] for bc in bcs])) if bcs else \
-            np.zeros(0, np.int32)
-        vertex = expand_blocks(pm.positions((h.lower + vv * h.H)[None, :]), engine.bs)
-        on_gd = bool(np.isin(vertex, fixed).any())
+        fixed, on_gd = np.zeros(0, np.int32), False
+        if any(i in (0, n_i) for i, n_i in zip(v, h.N)) and problem.dirichlet:
+            bcs = pm.disc.dirichlet_bcs()
+            fixed = np.unique(np.concatenate([bc.dof_indices()[0] for bc in bcs]))
+            vertex = expand_blocks(pm.positions((h.lower + vv * h.H)[None, :]), engine.bs)
+            on_gd = bool(np.isin(vertex, fixed).any())
         free = np.setdiff1d(np.arange(A.getSize()[0]), fixed) if on_gd else \
             np.arange(A.getSize()[0])
         scalar = problem.block_size == 1
         n = min(L - 1 if scalar and on_gd else L, len(free))
         lam, Y = np.zeros(0), np.zeros((len(free), 0))
+        t1 = time.perf_counter()
+        self.timings["snapshots"] += t1 - t0  # (all fine functions: the matrices)
         if n > 0 and self.params.snapshots == "all":
-            t1 = time.perf_counter()
             A_f, B_f = (_sub(A, free), _sub(B, free)) if on_gd else (A, B)
             try:
                 lam, Y = eigensolve(A_f, B_f, n, petsc_options=self.params.eigen_options)
@@ -352,13 +365,13 @@ class GMsFEM(Method):
             G = np.eye(len(pm.boundary))[:, ~np.isin(pm.boundary, fixed)] if on_gd else \
                 np.eye(len(pm.boundary))
             R, _ = engine.dirichlet(pm, G, f"snapshots of the {where}")
-            t1 = time.perf_counter()
-            self.timings["snapshots"] += t1 - t0
+            t2 = time.perf_counter()
+            self.timings["snapshots"] += t2 - t1
             A_s, B_s = R.T @ (A_csr @ R), R.T @ (B_csr @ R)
             lam, Z = scipy.linalg.eigh((A_s + A_s.T) / 2, (B_s + B_s.T) / 2,
                                        subset_by_index=[0, n - 1])
             Y = (R @ Z)[free]
-            self.timings["eigensolve"] += time.perf_counter() - t1
+            self.timings["eigensolve"] += time.perf_counter() - t2
         B.destroy()
         X = np.zeros((A.getSize()[0], n))
         X[free] = Y
