@@ -67,9 +67,16 @@ class CoarseSolution:
         return self._gather(_petsc_vec(self.U))
 
     def reconstruct(self, V: dolfinx.fem.FunctionSpace | None = None) -> dolfinx.fem.Function:
-        r"""The fine-scale reconstruction :math:`u_{ms} = \sum_i U_i\phi_i` on the fine space."""
-        self.space.check_fine_basis("reconstruct()")
+        r"""The fine-scale reconstruction :math:`u_{ms} = \sum_i U_i\phi_i` on the fine space.
+
+        Methods without a fine basis (FE-HMM): the macro function :math:`u_H` interpolated
+        onto the fine space (its coarse space must be a Lagrange space).
+        """
         t0 = time.perf_counter()
+        if not self.space.has_fine_basis():
+            u = self._interpolate_macro(V)
+            self.timings["reconstruct"] = time.perf_counter() - t0
+            return u
         fmap = self.fine_map(V)
         values = [e.trial @ U for e, U in zip(self.space.elements, self.element_values())]
         if self.space.method.reconstruction == "sum":  # overlapping pieces add up (LOD)
@@ -89,8 +96,9 @@ class CoarseSolution:
         """
         from msfem import norms
 
-        self.space.check_fine_basis("errors()")
         h = self.space.hierarchy
+        if not self.space.has_fine_basis():  # the macro function u_H: global norms
+            return self._macro_errors(u_ref)
         fmap = self.fine_map(u_ref.function_space)
         u, local_ref = None, None  # the reference on the elements' fine dofs (broken norms)
         if self.space.method.reconstruction == "sum":  # a conforming u_ms: global norms
@@ -141,6 +149,37 @@ class CoarseSolution:
                           addv=PETSc.InsertMode.INSERT_VALUES)  # type: ignore[arg-type]
         vec.assemble()
         return vec.getArray(readonly=True).copy()
+
+    def _macro_errors(self, u_ref: dolfinx.fem.Function) -> dict[str, float]:
+        """Global errors of the macro function u_H on the fine mesh, nodal errors of U."""
+        from msfem import norms
+
+        h = self.space.hierarchy
+        macro = self.reconstruct(u_ref.function_space)
+        disc = self.space.problem.discretise(u_ref.function_space)
+        out = {k: float(v) for k, v in norms.errors(macro, u_ref, disc).items()}
+        nodal = self.space.coarse.vertex_values(_petsc_vec(self.U).getArray(readonly=True))
+        if nodal is None or self.space.unstructured:
+            return {**out, "nodal_linf": float("nan"), "nodal_l2": float("nan")}
+        ref = LatticeNumbering(u_ref.function_space, h).values_at(u_ref, nodal[0])
+        out.update(norms.nodal_errors(nodal[1], ref, [float(H) for H in h.H], h.comm))
+        return out
+
+    def _interpolate_macro(self, V: dolfinx.fem.FunctionSpace | None) -> dolfinx.fem.Function:
+        """:math:`u_H` (the coarse Lagrange function) interpolated onto the fine space ``V``."""
+        Vc = self.space.coarse_space
+        if Vc is None:
+            raise ValueError(f"method {self.space.name!r} has neither a fine basis nor a "
+                             f"Lagrange coarse space: nothing to reconstruct")
+        if V is None:
+            V = self.space.problem.function_space(self.space.hierarchy.fine)
+        u = dolfinx.fem.Function(V, name="u_msfem")
+        tdim = V.mesh.topology.dim
+        cells = np.arange(V.mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+        u.interpolate_nonmatching(self.U, cells,
+                                  dolfinx.fem.create_interpolation_data(V, Vc, cells))
+        u.x.scatter_forward()
+        return u
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
         """The map between element-local fine dofs and the distributed fine space.

@@ -250,6 +250,29 @@ class Inclusions(Field):
         return np.where((y**2).sum(axis=0) < self.radius**2, self.inclusion, self.matrix)
 
 
+@dataclass(frozen=True)
+class PeriodicDiscs(Field):
+    r"""Indicator of periodic holes: discs (2D) / balls (3D) of ``radius`` (units of ε).
+
+    Value 1 in the holes :math:`\{x: |x - \varepsilon(k + c)| < r\varepsilon,\ k \in
+    \mathbb Z^d\}`, 0 elsewhere; ``center`` c (units of ε, every axis) places them: 0.5 in
+    the middle of the period cells, 0 on the lattice :math:`\varepsilon\mathbb Z^d` (then
+    any coarse edge at a multiple of ε cuts holes through their middle). Given to a
+    :class:`~msfem.problem.Problem` as ``holes`` (sampled at fine-cell midpoints).
+    """
+
+    eps: float
+    radius: float = 0.25
+    center: float = 0.5
+    dim: int = 2
+
+    def evaluate(self, x):
+        """1.0 inside a hole, 0.0 outside, at points ``x`` of shape (3, n)."""
+        y = np.mod(x[: self.dim] / self.eps - self.center + 0.5, 1.0) - 0.5
+        return np.where((y**2).sum(axis=0) < self.radius**2, 1.0, 0.0)
+
+
+
 def _cell_index(x: np.ndarray, origin: np.ndarray, size: float, dim: int) -> np.ndarray:
     return np.floor((x[:dim] - origin[:dim, None]) / size + 1e-12).astype(np.int64)
 

@@ -24,6 +24,11 @@ Example::
     [msfem]
     variant = "oversampling"
     oversampling = { coarse_layers = 1 }
+
+A perforated domain adds ``holes = { type = "periodic-discs", radius = 0.25 }`` to
+``[problem]`` (discs of radius 0.25 ε on the period ε of the coefficient, or ``eps = ...``;
+``center = 0`` puts them on the lattice εℤ²): the fine cells whose midpoint lies in a hole
+are removed (u = 0 on them).
 """
 
 from __future__ import annotations
@@ -92,6 +97,10 @@ COEFFICIENT_TYPES: dict[str, dict[str, Any]] = {
     "channels": {"contrast": float, "number": int, "width": float},
     "square-inclusions": {"contrast": float, "per_direction": int, "size": float},
 }
+#: ``[problem] holes = {type = ...}``: hole types and their keys (a perforated domain,
+#: :attr:`msfem.problem.Problem.holes`); ``eps`` defaults to the coefficient's.
+HOLE_KEYS: dict[str, dict[str, Any]] = {"periodic-discs": {"eps": float, "radius": float,
+                                                           "center": float}}
 REQUIRED_COEFFICIENT_KEYS = {
     "constant": ["value"], "hou-wu": ["eps"], "laminate": ["a1", "a2", "eps"],
     "checkerboard": ["a1", "a2", "eps"], "inclusions": ["matrix", "inclusion", "eps"],
@@ -106,7 +115,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
              "allow_unresolved": bool},
     "coefficient": {"type": tuple(COEFFICIENT_TYPES)},  # plus the type's own keys
     "problem": {"type": ("diffusion", "elasticity", "reaction-diffusion"), "f": "number_or_list",
-                "nu": float, "reaction": float, "dirichlet": "number_or_list", "degree": int},
+                "nu": float, "reaction": float, "dirichlet": "number_or_list", "degree": int,
+                "holes": "options"},
     "solver": {"petsc_options": "options"},
     # [msfem]: these keys, plus the method's own parameters from the registry
     # (msfem.methods); checked by method_of().
@@ -140,6 +150,12 @@ def validate(cfg: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]] | No
         if section == "msfem":
             name, params = method_of(table)
             keys.update({k: object for k in params})
+            if isinstance(cfg.get("problem"), dict) and "holes" in cfg["problem"]:
+                from msfem import methods
+
+                why = methods.create(name, **params).holes_error()
+                if why:
+                    raise ConfigError(f"[problem] holes: {why}")
         if section == "coefficient":
             ctype = table.get("type")
             if ctype not in COEFFICIENT_TYPES:
@@ -260,6 +276,31 @@ def _check_problem(table: Mapping[str, Any], dim: int) -> None:
                           f"ratio)")
     if "reaction" in table and not table["reaction"] >= 0:
         raise ConfigError(f"[problem] reaction = {table['reaction']!r} must be non-negative")
+    if "holes" in table:
+        _check_holes(table["holes"])
+
+
+def _check_holes(holes: Mapping[str, Any]) -> None:
+    """``[problem] holes``: a known type, its keys, positive lengths."""
+    kind = holes.get("type")
+    if kind not in HOLE_KEYS:
+        raise ConfigError(f"[problem] holes type = {kind!r} must be "
+                          f"{describe_kind(tuple(HOLE_KEYS))}")
+    for key, value in holes.items():
+        if key == "type":
+            continue
+        if key not in HOLE_KEYS[kind]:
+            raise ConfigError(f"unknown key {key!r} in [problem] holes (type {kind!r}); "
+                              f"accepted keys: type, {', '.join(HOLE_KEYS[kind])}")
+        if not is_kind(value, HOLE_KEYS[kind][key]):
+            raise ConfigError(f"[problem] holes {key} = {value!r} must be "
+                              f"{describe_kind(HOLE_KEYS[kind][key])}")
+    for key in ("eps", "radius"):
+        if key in holes and not holes[key] > 0:
+            raise ConfigError(f"[problem] holes {key} = {holes[key]!r} must be positive")
+    if holes.get("radius", 0.25) >= 0.5:
+        raise ConfigError(f"[problem] holes radius = {holes['radius']!r} must be below 0.5 "
+                          f"(in units of eps: the holes must not touch)")
 
 
 def _check_solvers(cfg: Mapping[str, Any]) -> None:
@@ -481,16 +522,34 @@ def build_coefficient(table: Mapping[str, Any], dim: int = 2) -> C.Field:
     raise ConfigError(f"unknown coefficient type {kind!r}")  # pragma: no cover
 
 
+def build_holes(table: Mapping[str, Any] | None, coefficient: C.Field,
+                dim: int) -> C.Field | None:
+    """The hole indicator of ``[problem] holes`` (``eps`` defaults to the coefficient's)."""
+    if table is None:
+        return None
+    t = dict(table)
+    t.pop("type")
+    eps = t.pop("eps", coefficient.eps)
+    if eps is None:
+        raise ConfigError("[problem] holes needs eps (the coefficient has no period)")
+    return C.PeriodicDiscs(eps=eps, dim=dim, **t)
+
+
 def build_problem(table: Mapping[str, Any], coefficient: C.Field, dim: int) -> Problem:
     """A :class:`~msfem.problem.Problem` from a ``[problem]`` table and a coefficient."""
     kind = table.get("type", "diffusion")
     bc = (Dirichlet(table.get("dirichlet", 0.0)),)
     degree = table.get("degree", 1)
+    holes = build_holes(table.get("holes"), coefficient, dim)
     if kind == "diffusion":
-        return diffusion(coefficient, f=table.get("f", 1.0), dirichlet=bc, degree=degree)
+        return diffusion(coefficient, f=table.get("f", 1.0), dirichlet=bc, degree=degree,
+                         holes=holes)
     if kind == "reaction-diffusion":
         return reaction_diffusion(coefficient, table.get("reaction", 1.0), f=table.get("f", 1.0),
-                                  dirichlet=bc, degree=degree)
+                                  dirichlet=bc, degree=degree, holes=holes)
+    if holes is not None:
+        raise ConfigError("[problem] holes: perforated domains are supported for scalar "
+                          "problems (diffusion, reaction-diffusion), not elasticity")
     f = table.get("f", [0.0] * (dim - 1) + [-1.0])
     if not isinstance(f, list) or len(f) != dim:
         raise ConfigError(f"[problem] f for elasticity must be a list of {dim} numbers, got {f!r}")

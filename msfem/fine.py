@@ -167,6 +167,32 @@ def check_compatible(null: PETSc.NullSpace, b: PETSc.Vec, what: str) -> None:
             f"add Dirichlet data.")
 
 
+def hole_dofs(problem: Problem, V: dolfinx.fem.FunctionSpace) -> np.ndarray:
+    r"""Local dof blocks of ``V`` (owned and ghost) pinned by the problem's holes (collective).
+
+    A fine cell is removed when its midpoint lies in a hole
+    (:attr:`~msfem.problem.Problem.holes` > 0.5); every dof of a removed cell is pinned to
+    u = 0. Each rank marks the dofs of its owned removed cells, a reverse scatter (add)
+    tells the owners and a forward scatter the ghosts, so every rank agrees on a shared
+    dof whatever the partition. The same set as :func:`msfem.problem.hole_nodes` on a
+    structured lattice.
+    """
+    mesh = V.mesh
+    tdim = mesh.topology.dim
+    n_cells = mesh.topology.index_map(tdim).size_local
+    imap = V.dofmap.index_map
+    marks = dolfinx.la.vector(imap, 1)
+    marks.array[:] = 0.0
+    if problem.holes is not None and n_cells:
+        cells = np.arange(n_cells, dtype=np.int32)
+        mid = dolfinx.mesh.compute_midpoints(mesh, tdim, cells).T
+        removed = cells[np.asarray(problem.holes.evaluate(mid)) > 0.5]
+        marks.array[np.unique(V.dofmap.list[removed].ravel())] = 1.0
+    marks.scatter_reverse(dolfinx.la.InsertMode.add)
+    marks.scatter_forward()
+    return np.flatnonzero(marks.array > 0).astype(np.int32)
+
+
 @dataclass
 class FineSolution:
     """The fine reference ``u`` with the solve statistics."""
@@ -184,10 +210,11 @@ def solve_fine(mesh: dolfinx.mesh.Mesh, problem: Problem, *,
     r"""Solve the problem on the distributed fine mesh.
 
     Find :math:`u_h` with :math:`a(u_h, v) = L(v)\ \forall v \in V_{h,0}`, :math:`u_h = g` on
-    :math:`\Gamma_D`. Without Dirichlet data (pure Neumann) the operator's null space
-    (:func:`null_space`) is attached to the solver, an incompatible load is refused
-    (:func:`check_compatible`), and :math:`u_h` is the solution of integral mean zero
-    (scalar unknowns) or orthogonal to the rigid body modes (vector unknowns).
+    :math:`\Gamma_D` (and :math:`u_h = 0` on the dofs of the fine cells removed by
+    ``problem.holes``, :func:`hole_dofs`). Without Dirichlet data (pure Neumann) the
+    operator's null space (:func:`null_space`) is attached to the solver, an incompatible
+    load is refused (:func:`check_compatible`), and :math:`u_h` is the solution of integral
+    mean zero (scalar unknowns) or orthogonal to the rigid body modes (vector unknowns).
 
     Args:
         mesh: the fine mesh (e.g. ``hierarchy.fine``).
@@ -200,6 +227,9 @@ def solve_fine(mesh: dolfinx.mesh.Mesh, problem: Problem, *,
     V = problem.function_space(mesh)
     disc = problem.discretise(V)
     bcs = disc.dirichlet_bcs()
+    if problem.holes is not None:  # perforated domain: u = 0 on the removed cells
+        zero = dolfinx.fem.Constant(mesh, np.zeros(problem.shape))
+        bcs.append(dolfinx.fem.dirichletbc(zero, hole_dofs(problem, V), V))
     t0 = time.perf_counter()
     with dolfinx.common.Timer("~msfem: fine assemble"):
         A = dolfinx.fem.petsc.assemble_matrix(disc.a, bcs=bcs)

@@ -26,6 +26,7 @@ form is (``operator``, read by homogenization) and the near-null space of its op
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,12 @@ class Problem:
         symmetric: whether :math:`a(u, v) = a(v, u)` (then local problems are factorised by
             Cholesky); default: True for a declared ``operator`` (with a symmetric
             coefficient tensor), False otherwise.
+        holes: a perforated domain: a field that is 1 in the holes and 0 elsewhere (e.g.
+            :class:`~msfem.coefficients.PeriodicDiscs`), sampled at the fine-cell midpoints.
+            The fine cells whose midpoint lies in a hole are removed from Ω: every dof of
+            such a cell is pinned to u = 0 (:func:`hole_nodes`), which is the problem on
+            the perforated domain with u = 0 on the holes' boundary (the pinned dofs
+            decouple from the others). Only methods that declare it accept holes.
     """
 
     bilinear: Callable[..., ufl.Form]
@@ -133,6 +140,7 @@ class Problem:
     positive: tuple[str, ...] | None = None
     operator: str | None = None
     symmetric: bool | None = None
+    holes: Field | None = None
 
     def __post_init__(self) -> None:
         """Refuse declarations that do not fit the problem (before any computation)."""
@@ -323,6 +331,60 @@ class Discretisation:
             g.interpolate(_interpolant(bc.value, self.problem.shape))
             bcs.append(dolfinx.fem.dirichletbc(g, dofs))
         return bcs
+
+
+def hole_nodes(holes: Field, x: np.ndarray, hierarchy: Any) -> np.ndarray:
+    r"""Which points ``x`` (n, d) of a structured fine lattice are pinned by the holes.
+
+    A point is pinned when it lies in the closure of a fine cell whose midpoint is in a
+    hole (``holes.evaluate > 0.5``), i.e. on a cell removed from the perforated domain.
+    The candidate cells are found by lattice arithmetic -- the squares around the point
+    and, for simplices, the Kuhn sub-cells whose closure holds it -- so a patch mesh
+    knows about the removed cells just outside it (its boundary dofs) without seeing
+    them. Works for any Lagrange degree (points on the lattice of spacing h/p).
+
+    Args:
+        holes: the hole indicator.
+        x: points on the fine lattice of ``hierarchy`` (a
+            :class:`~msfem.mesh.StructuredHierarchy`: ``lower``, ``h``, ``N``, ``M``,
+            ``split``).
+        hierarchy: the structured hierarchy.
+
+    Returns:
+        Boolean mask (n,).
+    """
+    x = np.asarray(x, dtype=float).reshape(len(x), -1)
+    n, d = x.shape
+    cells = np.array(hierarchy.N) * hierarchy.M
+    t = (x - hierarchy.lower) / hierarchy.h
+    base = np.floor(t + 1e-9).astype(np.int64)
+    on_line = np.abs(t - np.rint(t)) < 1e-9
+    split = hierarchy.split
+    mids, owner = [], []
+    for offset in itertools.product((0, 1), repeat=d):
+        o = np.array(offset)
+        ok = np.all(on_line | (o == 0), axis=1)
+        sq = base - o
+        ok &= np.all((sq >= 0) & (sq < cells), axis=1)
+        u = t - sq
+        for verts in split:
+            inside = ok.copy()
+            if len(split) > 1:  # Kuhn simplex: 1 >= u[a0] >= u[a1] >= ... >= 0 (closed)
+                order = [int(np.argmax(verts[i + 1] - verts[i])) for i in range(d)]
+                inside &= (u[:, order[0]] <= 1 + 1e-9) & (u[:, order[-1]] >= -1e-9)
+                for a, b in zip(order[:-1], order[1:]):
+                    inside &= u[:, a] >= u[:, b] - 1e-9
+            at = np.flatnonzero(inside)
+            mids.append(hierarchy.lower + (sq[at] + verts.mean(axis=0)) * hierarchy.h)
+            owner.append(at)
+    pinned = np.zeros(n, dtype=bool)
+    if mids:
+        points = np.concatenate(mids)
+        where = np.concatenate(owner)
+        x3 = np.zeros((3, len(points)))
+        x3[:d] = points.T
+        pinned[where[np.asarray(holes.evaluate(x3)) > 0.5]] = True
+    return pinned
 
 
 def default_quadrature_degree(degree: int) -> int:

@@ -78,6 +78,8 @@ class MultiscaleSpace:
             self.method = method
         else:
             self.method = create(method, **given)
+        if problem.holes is not None and self.method.holes_error():
+            raise ValueError(self.method.holes_error())
         self.method.validate(hierarchy, problem)
         self.petsc_options = dict(petsc_options or {})
         self.store_energy = bool(store_energy)
@@ -220,10 +222,14 @@ class MultiscaleSpace:
             return e.energy
         return self.method.energy_matrix(e.cell, self.engine())
 
+    def has_fine_basis(self) -> bool:
+        """Whether the elements carry fine-scale trial functions (collective)."""
+        missing = any(e.trial is None for e in self.elements)
+        return not self.hierarchy.comm.allreduce(missing, op=MPI.LOR)
+
     def check_fine_basis(self, what: str) -> None:
         """Raise (on every rank) if the method has no fine-scale basis on its elements."""
-        missing = any(e.trial is None for e in self.elements)
-        if self.hierarchy.comm.allreduce(missing, op=MPI.LOR):
+        if not self.has_fine_basis():
             raise ValueError(f"{what} needs the fine-scale basis of the elements, which method "
                              f"{self.name!r} does not provide")
 

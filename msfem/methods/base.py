@@ -162,6 +162,15 @@ class Method(abc.ABC):
         """
         return {}
 
+    def holes_error(self) -> str | None:
+        """Why this method cannot solve a perforated problem (``Problem.holes``); None: it can.
+
+        Checked by :class:`~msfem.space.MultiscaleSpace` and the configuration before any
+        computation. Default: refused (a method opts in by returning None).
+        """
+        return (f"method {self.label!r} does not handle perforated domains (holes); use "
+                f"'linear', 'oversampling' or 'crouzeix-raviart', or remove the holes")
+
     # ------------------------------------------------------------------ the protocol
     def validate(self, hierarchy: Any, problem: Problem) -> None:  # noqa: B027
         """Refuse a hierarchy/problem this method cannot handle (before any computation)."""

@@ -38,6 +38,10 @@ Dirichlet data on ∂Ω (subtlety (a) of REFERENCES.md §2): a clipped patch get
 boundary data :math:`g_j` on ∂S ∩ ∂Ω as elsewhere, as in Hou & Wu's original method; the
 coarse Dirichlet condition then holds at the coarse vertices, and between them the
 oversampled basis need not vanish on ∂Ω. That trace error is part of the broken error.
+
+Perforated domains (``problem.holes``): ``linear`` and ``oversampling`` pin every fine dof
+of a removed fine cell to 0 in their local problems (:meth:`MsFEM._local_perforated`);
+the other variants refuse holes.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from scipy.spatial import cKDTree
 
 from msfem import solvers
 from msfem.coefficients import ConstantField, Field
+from msfem.local import solve_dirichlet
 from msfem.mesh import Oversampling, Patch, StructuredHierarchy
 from msfem.methods.base import ElementData, Method, Parameters, register
 from msfem.patches import (
@@ -65,6 +70,7 @@ from msfem.patches import (
     polynomial_basis,
     to_csr,
 )
+from msfem.problem import hole_nodes
 from msfem.transfer import expand_blocks
 
 Variant = Literal["standard", "linear", "oscillatory", "oversampling", "petrov-galerkin"]
@@ -184,8 +190,21 @@ class MsFEM(Method):
         return self.params.variant
 
     # ------------------------------------------------------------------ protocol
+    def holes_error(self) -> str | None:
+        """Perforated domains: the ``linear`` and ``oversampling`` variants only."""
+        if self.params.variant in ("linear", "oversampling") and self.boundary == "polynomial" \
+                and self.params.coarse_quadrature == "galerkin":
+            return None
+        return (f"MsFEM variant {self.params.variant!r} does not handle perforated domains "
+                f"(holes); use 'linear', 'oversampling' (polynomial boundary data, galerkin "
+                f"quadrature) or 'crouzeix-raviart'")
+
     def validate(self, hierarchy, problem) -> None:
         """Check the variant against the hierarchy and the problem (before computing)."""
+        if problem.holes is not None and not isinstance(hierarchy, StructuredHierarchy):
+            raise ValueError("MsFEM with holes (perforated domains) needs a structured "
+                             "hierarchy (removed fine cells are found on the lattice); use "
+                             "[mesh] N and M")
         os = self.oversampling(hierarchy)
         if not isinstance(hierarchy, StructuredHierarchy):
             if os.ratio not in (None, 1) or os.fine_layers not in (None, 0) or \
@@ -273,6 +292,8 @@ class MsFEM(Method):
         r"""Solve the local problems of coarse cell ``cell`` and return its element data."""
         if engine.unstructured:
             return self._local_unstructured(cell, engine)
+        if engine.problem.holes is not None:
+            return self._local_perforated(cell, engine)
         h = engine.hierarchy
         bs = engine.bs
         patch = self.patch(h, cell)
@@ -328,7 +349,8 @@ class MsFEM(Method):
         """
         h = engine.hierarchy
         if engine.unstructured or self.layers(h) > 0 or self.boundary == "none" or \
-                len(cells) < 2 or self.params.coarse_quadrature != "galerkin":
+                len(cells) < 2 or self.params.coarse_quadrature != "galerkin" or \
+                engine.problem.holes is not None:
             return [self.local(int(c), engine) for c in cells]
         groups: dict[int, list[int]] = {}
         for c in cells:
@@ -538,6 +560,64 @@ class MsFEM(Method):
             data[at] = 0.0
             data[at, k] = 1.0
         return data
+
+    def _local_perforated(self, cell: int, engine: PatchEngine) -> ElementData:
+        r"""Local problems of K in a perforated domain (``problem.holes``, linear/oversampling).
+
+        Every fine dof on a removed fine cell of the patch S is pinned to 0
+        (:func:`msfem.problem.hole_nodes`) together with ∂S:
+
+        .. math::
+            a_S(\psi_i, v) = 0 \ \forall v \in V_{h,0}(S \setminus \text{holes}), \qquad
+            \psi_i = N_i \text{ on } \partial S \setminus \text{holes}, \qquad
+            \psi_i = 0 \text{ on the holes},
+
+        with :math:`N_i` K's coarse nodal functions (extended to S), and
+        :math:`\phi_i = \psi_i|_K`. Without oversampling (S = K) this is the standard
+        perforated MsFEM (:math:`\phi_i(x_k) = \delta_{ik}` at vertices outside the
+        holes); with oversampling the vertex-value normalisation of Hou & Wu is left out --
+        a vertex may lie in a hole, where every function vanishes -- so the data are K's
+        nodal functions directly. A function that vanishes on all of K (its data all in
+        holes) gets a positive diagonal entry, which pins its coarse unknown to 0.
+        """
+        h, bs = engine.hierarchy, engine.bs
+        patch = self.patch(h, cell)
+        oversampled = self.layers(h) > 0
+        Kmesh = engine.coarse_cell(cell)
+        K_vertices = h.coarse_vertices(cell)
+        if oversampled:
+            S = engine.patch_mesh(patch.shape)
+            A_S = engine.patch_matrix(S, patch.lo)  # the caller destroys it
+            S.move_to(h.lower + np.array(patch.lo) * h.h)
+        else:
+            S, A_S = Kmesh, Kmesh.assemble()
+        x = S.dof_coordinates()
+        assert engine.problem.holes is not None  # (local() calls this for perforated problems)
+        fixed = np.repeat(hole_nodes(engine.problem.holes, x, h), bs)
+        G = np.zeros((len(fixed), len(K_vertices) * bs))
+        G[S.boundary] = nodal_functions(h.cell_type, x[S.boundary_blocks], K_vertices, h.H,
+                                        bs)
+        G[fixed] = 0.0
+        fixed[S.boundary] = True
+        try:
+            psi = solve_dirichlet(A_S, np.flatnonzero(~fixed), np.flatnonzero(fixed),
+                                  G[fixed], symmetric=engine.problem.is_symmetric,
+                                  prefix="msfem_local_", petsc_options=engine.petsc_options)
+        except solvers.SolverError as err:
+            raise solvers.SolverError(f"local problem on {Where(cell, K_vertices)}: {err}") \
+                from err
+        if oversampled:
+            A_S.destroy()
+            S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
+            S_blocks = S.lookup[np.ravel_multi_index(tuple(S_index.T), S.node_shape, order="F")]
+            psi = psi[expand_blocks(S_blocks, bs)]
+        A_csr = to_csr(Kmesh.assemble())
+        e = self._element(cell, engine, Kmesh, psi, A_csr, K_vertices)
+        zero = np.flatnonzero(np.abs(psi).max(axis=0) == 0)
+        if len(zero):
+            diag = np.abs(np.diag(e.A))
+            e.A[zero, zero] = diag.max() if diag.max() > 0 else 1.0
+        return e
 
     def _local_unstructured(self, cell: int, engine: PatchEngine) -> ElementData:
         r"""Local problems of a gmsh coarse cell K: on K, or on its patch of coarse layers.

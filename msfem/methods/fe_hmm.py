@@ -1,0 +1,324 @@
+r"""FE heterogeneous multiscale method (FE-HMM): Abdulle, GAKUTO Int. Ser. 31 (2009).
+
+Macro space :math:`V_H`: P1/Q1 on the coarse mesh. In every coarse cell K, macro
+quadrature points :math:`x_{K,l}` with weights :math:`\omega_{K,l}` (the 2^d-point Gauss
+rule on boxes, the centroid on simplices); around each, a *sampling domain*
+:math:`K_\delta = x_{K,l} + \delta(-\tfrac12, \tfrac12)^d` with :math:`\delta \ge
+\varepsilon` (``delta`` = δ/ε). For a macro function :math:`v_H`, the micro function
+:math:`v_h = v_{lin} + \tilde v` on :math:`K_\delta` solves
+
+.. math::
+    a_{K_\delta}(v_h, z) = 0 \quad \forall z \in W(K_\delta), \qquad
+    v_{lin}(x) = v_H(x_{K,l}) + \nabla v_H(x_{K,l})\cdot(x - x_{K,l}),
+
+with :math:`W` the periodic functions on :math:`K_\delta` (``micro_bc = "periodic"``) or
+those vanishing on :math:`\partial K_\delta` (``"dirichlet"``), on a micro lattice of
+``cells_per_eps`` cells per ε (h ≪ ε). The macro bilinear form is
+
+.. math::
+    B_H(v_H, w_H) = \sum_K \sum_l \frac{\omega_{K,l}}{|K_\delta|}
+    a_{K_\delta}(v_h, w_h).
+
+Because :math:`v_h` depends linearly on the affine data :math:`(v_H(x_{K,l}), \nabla
+v_H(x_{K,l}))`, each sampling domain solves the micro problem once per affine basis
+function :math:`p \in \{\mathbf e_c, \mathbf e_c (x_k - x_{K,l,k})\}` (one
+factorisation, all right-hand sides) and keeps the matrix :math:`E_l = |K_\delta|^{-1}
+[a(p_a + \tilde p_a, p_b + \tilde p_b)]_{ab}`; then :math:`A_K = \sum_l \omega_{K,l}
+Q_l^T E_l Q_l` with :math:`Q_l` the affine data of K's macro basis at :math:`x_{K,l}`.
+For diffusion, :math:`E_l` restricted to the gradients is the *effective tensor of the
+sampling domain*: with periodic conditions and δ/ε an integer on a periodic coefficient it
+is the homogenized :math:`A^*` (up to the micro discretisation), so FE-HMM is the
+homogenized FE solution; with Dirichlet conditions it carries a boundary-layer error
+:math:`O(\varepsilon/\delta)`. The load is :math:`(f, w_H)` by the same macro rule.
+
+The micro mesh is one ``COMM_SELF`` lattice, its forms compiled once and moved from
+sampling domain to sampling domain (the coefficient is re-sampled there: locally periodic
+a(x, x/ε) and random fields work alike); the factorisation's symbolic part is reused.
+There is no fine basis on K (``ElementData.trial`` is ``None``): the multiscale solution
+is the macro function u_H, compared with references by interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+import dolfinx
+import numpy as np
+import pydantic
+import scipy.sparse as sp
+from mpi4py import MPI
+from petsc4py import PETSc
+
+from msfem import solvers
+from msfem.local import DirichletSolver
+from msfem.mesh import create_lattice_mesh
+from msfem.methods.base import ElementData, Method, Parameters, register
+from msfem.patches import PatchEngine, to_csr
+from msfem.problem import Problem
+
+#: The Gauss rule per direction on boxes: points ±1/√3 (degree 3, exact for Q1 × Q1).
+_GAUSS = np.array([-1.0, 1.0]) / math.sqrt(3.0)
+
+
+class FEHMMParameters(Parameters):
+    """Parameters of :class:`FEHMM`.
+
+    Attributes:
+        delta: δ/ε, the size of the sampling domains in units of the coefficient's scale
+            ε (at least 1).
+        micro_bc: boundary condition of the micro fluctuations: ``"periodic"`` or
+            ``"dirichlet"``.
+        cells_per_eps: micro cells per ε and direction (h = ε / cells_per_eps).
+        quadrature: macro quadrature: ``"gauss"`` (2^d points; boxes) or ``"centroid"``
+            (one point); ``None``: Gauss on boxes, centroid on simplices.
+    """
+
+    delta: float = pydantic.Field(1.0, ge=1.0)
+    micro_bc: Literal["periodic", "dirichlet"] = "periodic"
+    cells_per_eps: int = pydantic.Field(16, ge=2)
+    quadrature: Literal["gauss", "centroid"] | None = None
+
+
+class FEHMM(Method):
+    """FE-HMM: macro element matrices from micro problems on sampling domains."""
+
+    name = "fe-hmm"
+    Parameters = FEHMMParameters
+    params: FEHMMParameters
+
+    def __init__(self, params: FEHMMParameters | None = None, **kwargs: Any):
+        super().__init__(params, **kwargs)
+        self._micro: _SamplingDomain | None = None
+        self.timings: dict[str, float] = {}
+        self.micro_problems = 0
+
+    def is_conforming(self, hierarchy) -> bool:
+        """The macro space is the conforming P1/Q1 space (no fine basis, though)."""
+        return False
+
+    # ------------------------------------------------------------------ protocol
+    def validate(self, hierarchy, problem: Problem) -> None:
+        """A coefficient with a scale ε, a load f given as a field, Gauss points on boxes."""
+        if scale(problem) is None:
+            raise ValueError("fe-hmm needs a coefficient with a scale eps (the sampling "
+                             "domains have size delta * eps); give the Field an eps")
+        if problem.linear is not None or problem.neumann:
+            raise ValueError("fe-hmm takes the load as a source f (Problem.source); loads "
+                             "given as Problem.linear or Neumann data are not supported")
+        if self._rule(hierarchy) == "gauss" and hierarchy.cell_type not in (
+                "interval", "quadrilateral", "hexahedron"):
+            raise ValueError(f"quadrature = 'gauss' is the tensor rule of boxes; use "
+                             f"quadrature = 'centroid' on {hierarchy.cell_type} cells")
+
+    def prepare(self, engine: PatchEngine, cells: np.ndarray) -> None:
+        """The micro mesh and its forms (once per rank)."""
+        self.timings = {"micro assembly": 0.0, "micro solve": 0.0, "macro": 0.0}
+        self.micro_problems = 0
+        if self._micro is None or self._micro.problem is not engine.problem:
+            self._micro = _SamplingDomain(engine.hierarchy, engine.problem, self.params)
+
+    def local(self, cell: int, engine: PatchEngine) -> ElementData:
+        r"""Element matrix :math:`\sum_l \omega_l Q_l^T E_l Q_l` and load of coarse cell K."""
+        h, problem = engine.hierarchy, engine.problem
+        if self._micro is None:
+            self.prepare(engine, np.array([cell]))
+        assert self._micro is not None
+        vertices = h.coarse_vertices(cell)
+        points, weights = macro_quadrature(vertices, self._rule(h))
+        bs, d = problem.block_size, h.dim
+        nv = len(vertices)
+        A = np.zeros((nv * bs, nv * bs))
+        b = np.zeros(nv * bs)
+        f = _source_values(problem, points)  # (n_points, bs)
+        for x, w, fx in zip(points, weights, f):
+            E = self._micro.effective(x, f"sampling domain at x = {x} of coarse cell {cell}")
+            t0 = time.perf_counter()
+            N, G = shape_functions(vertices, x)  # (nv,), (nv, d)
+            Q = np.zeros(((d + 1) * bs, nv * bs))
+            for c in range(bs):
+                Q[c * (d + 1), c::bs] = N
+                Q[c * (d + 1) + 1:(c + 1) * (d + 1), c::bs] = G.T
+                b[c::bs] += w * fx[c] * N
+            A += w * Q.T @ E @ Q
+            self.timings["macro"] += time.perf_counter() - t0
+        self.timings["micro assembly"] = self._micro.t_assemble
+        self.timings["micro solve"] = self._micro.t_solve
+        self.micro_problems = self._micro.count
+        dofs = engine.cell_dofs[int(cell)]
+        return ElementData(cell=int(cell), rows=dofs, cols=dofs, A=A, b=b)
+
+    def energy_matrix(self, cell: int, engine: PatchEngine) -> None:
+        """No fine matrix on K: FE-HMM has no fine basis."""
+        return None
+
+    def _rule(self, hierarchy) -> str:
+        if self.params.quadrature is not None:
+            return self.params.quadrature
+        return "gauss" if hierarchy.cell_type in ("interval", "quadrilateral", "hexahedron") \
+            else "centroid"
+
+
+register("fe-hmm", FEHMM, summary="FE heterogeneous multiscale method (Abdulle 2009)")
+
+
+def scale(problem: Problem) -> float | None:
+    """The scale ε of the problem's coefficients (the first one that has one)."""
+    for f in problem.coefficients.values():
+        eps = getattr(f, "eps", None)
+        if eps:
+            return float(eps)
+    return None
+
+
+# ---------------------------------------------------------------------------- macro
+def macro_quadrature(vertices: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points (n, d) and weights (n,) of the macro rule on the cell with ``vertices``.
+
+    ``"gauss"``: the 2^d-point tensor Gauss rule on an axis-aligned box; ``"centroid"``:
+    the centroid with the cell's volume.
+    """
+    d = vertices.shape[1]
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    if rule == "gauss":
+        xi = np.array(np.meshgrid(*[_GAUSS] * d, indexing="ij")).reshape(d, -1).T
+        points = (lo + hi) / 2 + xi * (hi - lo) / 2
+        return points, np.full(len(points), np.prod(hi - lo) / len(points))
+    if len(vertices) == d + 1:  # simplex
+        T = (vertices[1:] - vertices[0]).T
+        volume = abs(np.linalg.det(T)) / math.factorial(d)
+    else:
+        volume = float(np.prod(hi - lo))
+    return vertices.mean(axis=0)[None, :], np.array([volume])
+
+
+def shape_functions(vertices: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Values (nv,) and gradients (nv, d) at ``x`` of the P1/Q1 nodal basis of a cell.
+
+    Boxes: :math:`N_i = \prod_k \tfrac12(1 + s_{ik}\xi_k)`, :math:`\xi = 2(x - c)/H`,
+    :math:`s_i = \mathrm{sign}(x_i - c)`; simplices: barycentric coordinates.
+    """
+    nv, d = vertices.shape
+    if nv == d + 1:  # simplex: λ = T⁻¹(x − v₀), gradients constant
+        Tinv = np.linalg.inv((vertices[1:] - vertices[0]).T)
+        lam = Tinv @ (x - vertices[0])
+        grads = np.vstack([-Tinv.sum(axis=0), Tinv])
+        return np.concatenate([[1.0 - lam.sum()], lam]), grads
+    c = vertices.mean(axis=0)
+    H = vertices.max(axis=0) - vertices.min(axis=0)
+    s = np.sign(vertices - c)
+    xi = 2 * (x - c) / H
+    f = (1 + s * xi) / 2  # (nv, d)
+    N = f.prod(axis=1)
+    G = np.empty((nv, d))
+    for k in range(d):
+        others = np.prod(np.delete(f, k, axis=1), axis=1) if d > 1 else np.ones(nv)
+        G[:, k] = s[:, k] / H[k] * others
+    return N, G
+
+
+def _source_values(problem: Problem, points: np.ndarray) -> np.ndarray:
+    """The source f at ``points`` (n, d), shape (n, bs)."""
+    bs, n = problem.block_size, len(points)
+    f = problem.source
+    if f is None:
+        return np.zeros((n, bs))
+    if hasattr(f, "evaluate"):
+        x = np.zeros((3, n))
+        x[: points.shape[1]] = points.T
+        values = np.asarray(f.evaluate(x), dtype=float)
+        return values.reshape(-1, n).T if values.size == n * bs else \
+            np.broadcast_to(values.reshape(-1, 1), (n, bs)).copy()
+    return np.broadcast_to(np.asarray(f, dtype=float).ravel(), (n, bs)).copy()
+
+
+# ---------------------------------------------------------------------------- micro
+class _SamplingDomain:
+    r"""The micro lattice :math:`K_\delta` on ``COMM_SELF``, moved to every macro point.
+
+    :meth:`effective` returns :math:`E = |K_\delta|^{-1} U^T A U` with
+    :math:`U = P_{aff} + \tilde U` the micro solutions of the affine data.
+    """
+
+    def __init__(self, hierarchy, problem: Problem, params: FEHMMParameters):
+        eps = scale(problem)
+        assert eps is not None
+        d, bs = hierarchy.dim, problem.block_size
+        n = max(2, int(round(params.delta * params.cells_per_eps)))
+        self.delta = params.delta * eps
+        spacing = [self.delta / n] * d
+        self.problem = problem
+        self.mesh, _ = create_lattice_mesh(MPI.COMM_SELF, hierarchy.cell_type, (n,) * d,
+                                           spacing)
+        self.x0 = self.mesh.geometry.x.copy()
+        self.V = problem.function_space(self.mesh)
+        none = np.zeros(0, dtype=np.int32)
+        self.disc = problem.discretise(self.V, boundary_facets=lambda marker: none)
+        self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
+        xd = self.V.tabulate_dof_coordinates()[:, :d]
+        self.volume = self.delta ** d
+        # the affine functions e_c, e_c (x_k - centre_k) at the dofs (centred box)
+        rel = xd - self.delta / 2
+        nb = len(xd)
+        self.P_aff = np.zeros((nb * bs, (d + 1) * bs))
+        for c in range(bs):
+            self.P_aff[c::bs, c * (d + 1)] = 1.0
+            self.P_aff[c::bs, c * (d + 1) + 1:(c + 1) * (d + 1)] = rel
+        if params.micro_bc == "periodic":
+            from msfem.homogenization.periodic import periodic_map
+
+            pmap = periodic_map(self.V)
+            P = to_csr(pmap.P)
+            free = np.setdiff1d(np.arange(P.shape[1]), pmap.corner_dofs)
+            self.R = P[:, free].tocsr()  # fluctuation = R x (corner pinned: no kernel)
+            pmap.destroy()
+        else:
+            self.mesh.topology.create_connectivity(d - 1, d)
+            facets = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
+            bd = dolfinx.fem.locate_dofs_topological(self.V, d - 1, facets)
+            blocks = np.setdiff1d(np.arange(nb), bd)
+            dofs = (blocks[:, None] * bs + np.arange(bs)).ravel()
+            self.R = sp.csr_matrix((np.ones(len(dofs)), (dofs, np.arange(len(dofs)))),
+                                   shape=(nb * bs, len(dofs)))
+        self.solver = DirichletSolver(symmetric=problem.is_symmetric, prefix="msfem_micro_")
+        self._pattern = False
+        self.t_assemble = self.t_solve = 0.0
+        self.count = 0
+
+    def move_to(self, centre: np.ndarray) -> None:
+        """Centre the micro lattice at ``centre`` and re-sample the coefficients."""
+        d = len(centre)
+        self.mesh.geometry.x[:, :d] = self.x0[:, :d] + centre - self.delta / 2
+        self.disc.refresh()
+
+    def effective(self, centre: np.ndarray, what: str) -> np.ndarray:
+        """:math:`E` of the sampling domain centred at ``centre``, shape ((d+1)bs, (d+1)bs)."""
+        t0 = time.perf_counter()
+        self.move_to(centre)
+        self.A.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(self.A, self.disc.a)  # type: ignore[arg-type]
+        self.A.assemble()
+        A = to_csr(self.A)
+        A_red = (self.R.T @ A @ self.R).tocsr()
+        A_red.sort_indices()
+        rhs = -(self.R.T @ (A @ self.P_aff))
+        mat = PETSc.Mat().createAIJ(A_red.shape, csr=(
+            A_red.indptr.astype(PETSc.IntType), A_red.indices.astype(PETSc.IntType),
+            A_red.data), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        self.t_assemble += t1 - t0
+        try:
+            self.solver.set_operator(mat, same_pattern=self._pattern)
+            X = self.solver.solve(rhs)
+        except solvers.SolverError as err:
+            raise solvers.SolverError(f"fe-hmm: micro problem on the {what}: {err}; is the "
+                                      f"coefficient positive there?") from err
+        finally:
+            mat.destroy()
+        self._pattern = True
+        U = self.P_aff + self.R @ X
+        E = U.T @ (A @ U) / self.volume
+        self.t_solve += time.perf_counter() - t1
+        self.count += 1
+        return E
