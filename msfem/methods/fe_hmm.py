@@ -121,33 +121,44 @@ class FEHMM(Method):
 
     def local(self, cell: int, engine: PatchEngine) -> ElementData:
         r"""Element matrix :math:`\sum_l \omega_l Q_l^T E_l Q_l` and load of coarse cell K."""
+        return self.local_batch(np.array([cell]), engine)[0]
+
+    def local_batch(self, cells: np.ndarray, engine: PatchEngine) -> list[ElementData]:
+        """Element data of several cells: their sampling domains in batches of copies."""
         h, problem = engine.hierarchy, engine.problem
         if self._micro is None:
-            self.prepare(engine, np.array([cell]))
+            self.prepare(engine, np.asarray(cells))
         assert self._micro is not None
-        vertices = h.coarse_vertices(cell)
-        points, weights = macro_quadrature(vertices, self._rule(h))
+        rule = self._rule(h)
+        quad = [macro_quadrature(h.coarse_vertices(int(c)), rule) for c in cells]
+        centres = np.vstack([q[0] for q in quad])
+        owner = np.repeat([int(c) for c in cells], [len(q[1]) for q in quad])
+        E_all = self._micro.effective(centres, lambda k: f"sampling domain at x = "
+                                      f"{centres[k]} of coarse cell {owner[k]}")
+        t0 = time.perf_counter()
         bs, d = problem.block_size, h.dim
-        nv = len(vertices)
-        A = np.zeros((nv * bs, nv * bs))
-        b = np.zeros(nv * bs)
-        f = _source_values(problem, points)  # (n_points, bs)
-        for x, w, fx in zip(points, weights, f):
-            E = self._micro.effective(x, f"sampling domain at x = {x} of coarse cell {cell}")
-            t0 = time.perf_counter()
-            N, G = shape_functions(vertices, x)  # (nv,), (nv, d)
-            Q = np.zeros(((d + 1) * bs, nv * bs))
-            for c in range(bs):
-                Q[c * (d + 1), c::bs] = N
-                Q[c * (d + 1) + 1:(c + 1) * (d + 1), c::bs] = G.T
-                b[c::bs] += w * fx[c] * N
-            A += w * Q.T @ E @ Q
-            self.timings["macro"] += time.perf_counter() - t0
+        out, k = [], 0
+        for c, (points, weights) in zip(cells, quad):
+            vertices = h.coarse_vertices(int(c))
+            nv = len(vertices)
+            A = np.zeros((nv * bs, nv * bs))
+            b = np.zeros(nv * bs)
+            for x, w, fx in zip(points, weights, _source_values(problem, points)):
+                N, G = shape_functions(vertices, x)  # (nv,), (nv, d)
+                Q = np.zeros(((d + 1) * bs, nv * bs))
+                for comp in range(bs):
+                    Q[comp * (d + 1), comp::bs] = N
+                    Q[comp * (d + 1) + 1:(comp + 1) * (d + 1), comp::bs] = G.T
+                    b[comp::bs] += w * fx[comp] * N
+                A += w * Q.T @ E_all[k] @ Q
+                k += 1
+            dofs = engine.cell_dofs[int(c)]
+            out.append(ElementData(cell=int(c), rows=dofs, cols=dofs, A=A, b=b))
+        self.timings["macro"] += time.perf_counter() - t0
         self.timings["micro assembly"] = self._micro.t_assemble
         self.timings["micro solve"] = self._micro.t_solve
         self.micro_problems = self._micro.count
-        dofs = engine.cell_dofs[int(cell)]
-        return ElementData(cell=int(cell), rows=dofs, cols=dofs, A=A, b=b)
+        return out
 
     def energy_matrix(self, cell: int, engine: PatchEngine) -> None:
         """No fine matrix on K: FE-HMM has no fine basis."""
@@ -235,90 +246,154 @@ def _source_values(problem: Problem, points: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- micro
 class _SamplingDomain:
-    r"""The micro lattice :math:`K_\delta` on ``COMM_SELF``, moved to every macro point.
+    r"""``copies`` micro lattices :math:`K_\delta` in one ``COMM_SELF`` mesh.
 
-    :meth:`effective` returns :math:`E = |K_\delta|^{-1} U^T A U` with
-    :math:`U = P_{aff} + \tilde U` the micro solutions of the affine data.
+    The copies are disjoint boxes, each moved to one macro point: one re-sampling of the
+    coefficients, one assembly, one block-diagonal factorisation (the symbolic part reused
+    from batch to batch) and one solve serve ``copies`` sampling domains.
+    :meth:`effective` returns :math:`E = |K_\delta|^{-1} U^T A U` per domain, with
+    :math:`U = P_{aff} + R\,X` the micro solutions of the affine data.
     """
 
-    def __init__(self, hierarchy, problem: Problem, params: FEHMMParameters):
+    def __init__(self, hierarchy, problem: Problem, params: FEHMMParameters,
+                 copies: int = 32):
         eps = scale(problem)
         assert eps is not None
         d, bs = hierarchy.dim, problem.block_size
         n = max(2, int(round(params.delta * params.cells_per_eps)))
-        self.delta = params.delta * eps
-        spacing = [self.delta / n] * d
-        self.problem = problem
-        self.mesh, _ = create_lattice_mesh(MPI.COMM_SELF, hierarchy.cell_type, (n,) * d,
-                                           spacing)
-        self.x0 = self.mesh.geometry.x.copy()
+        self.delta, self.problem, self.copies, self.bs = params.delta * eps, problem, copies, bs
+        one, _ = create_lattice_mesh(MPI.COMM_SELF, hierarchy.cell_type, (n,) * d,
+                                     [self.delta / n] * d)
+        V1 = problem.function_space(one)
+        x1 = V1.tabulate_dof_coordinates()[:, :d]
+        self.volume = self.delta ** d
+        # the affine functions e_c, e_c (x_k - centre_k) at one box's dofs
+        nb = len(x1)
+        self.P_aff = np.zeros((nb * bs, (d + 1) * bs))
+        for c in range(bs):
+            self.P_aff[c::bs, c * (d + 1)] = 1.0
+            self.P_aff[c::bs, c * (d + 1) + 1:(c + 1) * (d + 1)] = x1 - self.delta / 2
+        if params.micro_bc == "periodic":
+            from msfem.homogenization.periodic import periodic_map
+
+            pmap = periodic_map(V1)
+            P = to_csr(pmap.P)
+            free = np.setdiff1d(np.arange(P.shape[1]), pmap.corner_dofs)
+            R1 = P[:, free].tocsr()  # fluctuation = R x (corner pinned: no kernel)
+            pmap.destroy()
+        else:
+            one.topology.create_connectivity(d - 1, d)
+            facets = dolfinx.mesh.exterior_facet_indices(one.topology)
+            bd = dolfinx.fem.locate_dofs_topological(V1, d - 1, facets)
+            inner = np.setdiff1d(np.arange(nb), bd)
+            dofs = (inner[:, None] * bs + np.arange(bs)).ravel()
+            R1 = sp.csr_matrix((np.ones(len(dofs)), (dofs, np.arange(len(dofs)))),
+                               shape=(nb * bs, len(dofs)))
+        self.R1 = R1
+        self.R = sp.block_diag([R1] * copies, format="csr")
+        # the batch mesh: ``copies`` translates of the box, pitch 2δ along x_0
+        pitch = 2 * self.delta
+        g1 = one.geometry
+        n_nodes = len(g1.x)
+        xs = np.vstack([g1.x[:, :d] + np.eye(d)[0] * pitch * b for b in range(copies)])
+        cells = np.vstack([g1.dofmaps[0] + b * n_nodes for b in range(copies)])
+        self.mesh = dolfinx.mesh.create_mesh(MPI.COMM_SELF, cells.astype(np.int64),
+                                             one.ufl_domain(), xs)
+        original = np.asarray(self.mesh.geometry.input_global_indices, dtype=np.int64)
+        self.node_copy = original // n_nodes
+        self.x_local = g1.x[original % n_nodes, :d]  # node positions inside its box
         self.V = problem.function_space(self.mesh)
         none = np.zeros(0, dtype=np.int32)
         self.disc = problem.discretise(self.V, boundary_facets=lambda marker: none)
         self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
-        xd = self.V.tabulate_dof_coordinates()[:, :d]
-        self.volume = self.delta ** d
-        # the affine functions e_c, e_c (x_k - centre_k) at the dofs (centred box)
-        rel = xd - self.delta / 2
-        nb = len(xd)
-        self.P_aff = np.zeros((nb * bs, (d + 1) * bs))
-        for c in range(bs):
-            self.P_aff[c::bs, c * (d + 1)] = 1.0
-            self.P_aff[c::bs, c * (d + 1) + 1:(c + 1) * (d + 1)] = rel
-        if params.micro_bc == "periodic":
-            from msfem.homogenization.periodic import periodic_map
-
-            pmap = periodic_map(self.V)
-            P = to_csr(pmap.P)
-            free = np.setdiff1d(np.arange(P.shape[1]), pmap.corner_dofs)
-            self.R = P[:, free].tocsr()  # fluctuation = R x (corner pinned: no kernel)
-            pmap.destroy()
-        else:
-            self.mesh.topology.create_connectivity(d - 1, d)
-            facets = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
-            bd = dolfinx.fem.locate_dofs_topological(self.V, d - 1, facets)
-            blocks = np.setdiff1d(np.arange(nb), bd)
-            dofs = (blocks[:, None] * bs + np.arange(bs)).ravel()
-            self.R = sp.csr_matrix((np.ones(len(dofs)), (dofs, np.arange(len(dofs)))),
-                                   shape=(nb * bs, len(dofs)))
+        # batch dofs -> (copy, dof of one box): by position (any Lagrange degree)
+        xb = self.V.tabulate_dof_coordinates()[:, :d]
+        copy = np.floor(xb[:, 0] / pitch + 0.25).astype(np.int64)
+        rel = xb - np.outer(copy, np.eye(d)[0] * pitch)
+        step = self.delta / (n * problem.degree)
+        key = lambda x: np.ravel_multi_index(  # noqa: E731
+            tuple(np.rint(x / step).astype(np.int64).T), (n * problem.degree + 1,) * d)
+        lookup = np.empty(int((n * problem.degree + 1) ** d), dtype=np.int64)
+        lookup[key(x1)] = np.arange(nb)
+        block = copy * nb + lookup[key(rel)]  # box-order block of every batch dof block
+        box = (block[:, None] * bs + np.arange(bs)).ravel()  # batch dof -> box-order dof
+        # the reduction A_red = Rᵀ A R as a scatter-add of A's values (fixed pattern):
+        # R has one unit entry per row (periodic master or interior dof), or none (pinned)
+        Rb = self.R[box].tocsr()  # R in the batch dof order
+        red = np.full(Rb.shape[0], -1, dtype=np.int64)
+        has = np.diff(Rb.indptr) > 0
+        red[has] = Rb.indices[Rb.indptr[:-1][has]]
+        self.Rb = Rb
+        self.P_aff_b = np.tile(self.P_aff, (copies, 1))[box]
+        self.order = np.argsort(box)  # batch dofs in box order (copy-major)
+        self._reduction = (red, None)
+        self.solver = DirichletSolver(symmetric=problem.is_symmetric, prefix="msfem_micro_")
         self.solver = DirichletSolver(symmetric=problem.is_symmetric, prefix="msfem_micro_")
         self._pattern = False
         self.t_assemble = self.t_solve = 0.0
         self.count = 0
 
-    def move_to(self, centre: np.ndarray) -> None:
-        """Centre the micro lattice at ``centre`` and re-sample the coefficients."""
-        d = len(centre)
-        self.mesh.geometry.x[:, :d] = self.x0[:, :d] + centre - self.delta / 2
-        self.disc.refresh()
+    def _reduce(self, A: sp.csr_matrix) -> sp.csr_matrix:
+        """:math:`R^T A R` by one scatter-add of A's values (the pattern computed once)."""
+        red, pattern = self._reduction
+        if pattern is None:
+            rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+            r, c = red[rows], red[A.indices]
+            keep = (r >= 0) & (c >= 0)
+            m = int(red.max()) + 1
+            flat = r[keep] * m + c[keep]
+            unique, target = np.unique(flat, return_inverse=True)
+            indptr = np.searchsorted(unique // m, np.arange(m + 1)).astype(np.int64)
+            pattern = (keep, target, indptr, (unique % m).astype(np.int64), m)
+            self._reduction = (red, pattern)
+        keep, target, indptr, indices, m = pattern
+        data = np.bincount(target, weights=A.data[keep], minlength=len(indices))
+        return sp.csr_matrix((data, indices, indptr), shape=(m, m))
 
-    def effective(self, centre: np.ndarray, what: str) -> np.ndarray:
-        """:math:`E` of the sampling domain centred at ``centre``, shape ((d+1)bs, (d+1)bs)."""
+    def effective(self, centres: np.ndarray, what) -> np.ndarray:
+        """:math:`E` of the sampling domains centred at ``centres`` (n, d); (n, k, k)."""
+        k = self.P_aff.shape[1]
+        out = np.empty((len(centres), k, k))
+        for start in range(0, len(centres), self.copies):
+            batch = centres[start:start + self.copies]
+            out[start:start + len(batch)] = self._batch(batch, lambda j: what(start + j))
+        return out
+
+    def _batch(self, centres: np.ndarray, what) -> np.ndarray:
         t0 = time.perf_counter()
-        self.move_to(centre)
+        B, d = self.copies, centres.shape[1]
+        where = np.vstack([centres, np.repeat(centres[-1:], B - len(centres), axis=0)])
+        self.mesh.geometry.x[:, :d] = self.x_local + where[self.node_copy] - self.delta / 2
+        self.disc.refresh()
         self.A.zeroEntries()
         dolfinx.fem.petsc.assemble_matrix(self.A, self.disc.a)  # type: ignore[arg-type]
         self.A.assemble()
-        A = to_csr(self.A)
-        A_red = (self.R.T @ A @ self.R).tocsr()
-        A_red.sort_indices()
-        rhs = -(self.R.T @ (A @ self.P_aff))
+        indptr, indices, data = self.A.getValuesCSR()
+        A = sp.csr_matrix((data, indices, indptr), shape=self.A.getSize())
+        A_red = self._reduce(A)
+        rhs = -(self.Rb.T @ (A @ self.P_aff_b))
         mat = PETSc.Mat().createAIJ(A_red.shape, csr=(
             A_red.indptr.astype(PETSc.IntType), A_red.indices.astype(PETSc.IntType),
             A_red.data), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
         t1 = time.perf_counter()
         self.t_assemble += t1 - t0
+        m = self.R1.shape[1]
+        self.last_box = (A_red[:m, :m], rhs[:m])  # the first domain's system (benchmarks)
         try:
             self.solver.set_operator(mat, same_pattern=self._pattern)
             X = self.solver.solve(rhs)
         except solvers.SolverError as err:
-            raise solvers.SolverError(f"fe-hmm: micro problem on the {what}: {err}; is the "
-                                      f"coefficient positive there?") from err
+            raise solvers.SolverError(f"fe-hmm: micro problems of the {what(0)} ... (batch of "
+                                      f"{len(centres)}): {err}; is the coefficient positive "
+                                      f"there?") from err
         finally:
             mat.destroy()
         self._pattern = True
-        U = self.P_aff + self.R @ X
-        E = U.T @ (A @ U) / self.volume
+        U = self.P_aff_b + self.Rb @ X  # (B n, k): column j = affine datum j in every copy
+        AU = A @ U
+        n, k = self.P_aff.shape
+        U, AU = U[self.order].reshape(B, n, k), AU[self.order].reshape(B, n, k)
+        E = np.einsum("bnj,bnl->bjl", U, AU) / self.volume
         self.t_solve += time.perf_counter() - t1
-        self.count += 1
-        return E
+        self.count += len(centres)
+        return E[: len(centres)]
