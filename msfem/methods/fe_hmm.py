@@ -297,8 +297,9 @@ class _SamplingDomain:
         n_nodes = len(g1.x)
         xs = np.vstack([g1.x[:, :d] + np.eye(d)[0] * pitch * b for b in range(copies)])
         cells = np.vstack([g1.dofmaps[0] + b * n_nodes for b in range(copies)])
-        self.mesh = dolfinx.mesh.create_mesh(MPI.COMM_SELF, cells.astype(np.int64),
-                                             one.ufl_domain(), xs)
+        domain = one.ufl_domain()
+        assert domain is not None
+        self.mesh = dolfinx.mesh.create_mesh(MPI.COMM_SELF, cells.astype(np.int64), domain, xs)
         original = np.asarray(self.mesh.geometry.input_global_indices, dtype=np.int64)
         self.node_copy = original // n_nodes
         self.x_local = g1.x[original % n_nodes, :d]  # node positions inside its box
@@ -326,7 +327,7 @@ class _SamplingDomain:
         self.Rb = Rb
         self.P_aff_b = np.tile(self.P_aff, (copies, 1))[box]
         self.order = np.argsort(box)  # batch dofs in box order (copy-major)
-        self._reduction = (red, None)
+        self._reduction: tuple[np.ndarray, tuple | None] = (red, None)
         self.solver = DirichletSolver(symmetric=problem.is_symmetric, prefix="msfem_micro_")
         self.solver = DirichletSolver(symmetric=problem.is_symmetric, prefix="msfem_micro_")
         self._pattern = False
