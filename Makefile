@@ -30,6 +30,9 @@ bench:
 	$(PY) benchmarks/fine.py
 	$(PY) benchmarks/offline.py
 	$(PY) benchmarks/lod.py
+	$(PY) benchmarks/gmsfem.py
+	$(PY) benchmarks/fe_hmm.py
+	$(PY) benchmarks/atomistic.py
 
 docs:  # needs sphinx and myst-parser (pip install -e .[docs])
 	$(PY) -m sphinx -b html -W docs/api docs/api/_build
