@@ -327,17 +327,24 @@ class ForceScheme:
         return _solve_nodes(self, F, energy=False, **options)
 
 
-def _solve_nodes(scheme: Any, F: Deformation, *, energy: bool, force_tol: float = 1e-10,
-                 max_iterations: int = 50, check: bool = True) -> CoupledSolution:
-    c = scheme.coupling
-    y0 = c.affine(F)
+def _free_nodes(coupling: Any, F: Deformation) -> tuple[np.ndarray, np.ndarray, Any]:
+    """y0 = F Y, the free unknowns' positions in y0.ravel(), and u -> full positions."""
+    y0 = coupling.affine(F)
     n, d = y0.shape
-    free = np.repeat(c.free_nodes, d)
+    free = np.repeat(coupling.free_nodes, d)
 
     def full(u: np.ndarray) -> np.ndarray:
         y = y0.ravel().copy()
         y[free] = u
         return y.reshape(n, d)
+
+    return y0, free, full
+
+
+def _solve_nodes(scheme: Any, F: Deformation, *, energy: bool, force_tol: float = 1e-10,
+                 max_iterations: int = 50, check: bool = True) -> CoupledSolution:
+    c = scheme.coupling
+    y0, free, full = _free_nodes(c, F)
 
     if energy:
         result = newton(lambda u: scheme.gradient(full(u)).ravel()[free],
@@ -543,14 +550,7 @@ def ghost_force_iteration(coupling: Coupling, F: Deformation, *, force_tol: floa
         The :class:`CoupledSolution` (``relaxation.iterations`` counts outer steps).
     """
     qce, qcf = energy_based(coupling), ForceScheme(coupling)
-    y0 = coupling.affine(F)
-    n, d = y0.shape
-    free = np.repeat(coupling.free_nodes, d)
-
-    def full(u: np.ndarray) -> np.ndarray:
-        y = y0.ravel().copy()
-        y[free] = u
-        return y.reshape(n, d)
+    y0, free, full = _free_nodes(coupling, F)
 
     u = y0.ravel()[free]
     reason, k, rmax = "DIVERGED_MAX_IT", 0, np.inf

@@ -143,7 +143,7 @@ class FEHMM(Method):
             nv = len(vertices)
             A = np.zeros((nv * bs, nv * bs))
             b = np.zeros(nv * bs)
-            for x, w, fx in zip(points, weights, _source_values(problem, points)):
+            for x, w, fx in zip(points, weights, field_values(problem.source, points, bs)):
                 N, G = shape_functions(vertices, x)  # (nv,), (nv, d)
                 Q = np.zeros(((d + 1) * bs, nv * bs))
                 for comp in range(bs):
@@ -229,19 +229,21 @@ def shape_functions(vertices: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np
     return N, G
 
 
-def _source_values(problem: Problem, points: np.ndarray) -> np.ndarray:
-    """The source f at ``points`` (n, d), shape (n, bs)."""
-    bs, n = problem.block_size, len(points)
-    f = problem.source
-    if f is None:
+def field_values(value: Any, points: np.ndarray, bs: int) -> np.ndarray:
+    """A load (a :class:`~msfem.coefficients.Field`, a number or a vector) at ``points``.
+
+    ``points`` has shape (n, d); returns shape (n, bs). ``None`` is zero.
+    """
+    n = len(points)
+    if value is None:
         return np.zeros((n, bs))
-    if hasattr(f, "evaluate"):
+    if hasattr(value, "evaluate"):
         x = np.zeros((3, n))
         x[: points.shape[1]] = points.T
-        values = np.asarray(f.evaluate(x), dtype=float)
+        values = np.asarray(value.evaluate(x), dtype=float)
         return values.reshape(-1, n).T if values.size == n * bs else \
             np.broadcast_to(values.reshape(-1, 1), (n, bs)).copy()
-    return np.broadcast_to(np.asarray(f, dtype=float).ravel(), (n, bs)).copy()
+    return np.broadcast_to(np.asarray(value, dtype=float).ravel(), (n, bs)).copy()
 
 
 # ---------------------------------------------------------------------------- micro
