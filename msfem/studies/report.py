@@ -226,6 +226,7 @@ def _savefig(fig, path: Path) -> None:
 
 def plot_family(plan: Plan, fam: Family, out_dir: Path) -> str | None:
     """Log--log figure of one family, one panel per metric; returns the PNG name."""
+    import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
@@ -244,7 +245,9 @@ def plot_family(plan: Plan, fam: Family, out_dir: Path) -> str | None:
             ok = np.isfinite(y) & (y > 0)
             if ok.sum() < 1:
                 continue
-            color = f"C{methods.index(members[0]['method']) % 10}"
+            index = methods.index(members[0]["method"])
+            color = f"C{index}" if len(methods) <= 10 else \
+                matplotlib.colormaps["tab20"](index % 20)
             same = [i for i, (lb, g) in enumerate(fam.groups.items())
                     if g[0]["method"] == members[0]["method"]]
             ax.loglog(x[ok], y[ok], marker="o", ms=4, color=color,
@@ -261,8 +264,11 @@ def plot_family(plan: Plan, fam: Family, out_dir: Path) -> str | None:
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
     if not plotted:
         return None
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7)
+    legend: dict[str, Any] = {}  # every curve once (a panel may miss NaN metrics)
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=7)
     fig.suptitle(f"{plan.name}: {fam.title}", fontsize=10)
     png = out_dir / f"fig_{fam.name}.png"
     _savefig(fig, png)
