@@ -7,6 +7,7 @@ Commands::
     msfem study CONFIG.toml --out DIR               # msfem.studies.run_study
     msfem homogenize CONFIG.toml [--json]           # msfem.homogenization.cli.homogenize
     msfem rve   CONFIG.toml --out DIR               # msfem.homogenization.cli.rve
+    msfem fe2   CONFIG.toml --out DIR [--restart]   # msfem.fe2.run.run (FE², checkpoints)
     msfem methods [--json] [--plugin P]             # registered methods and their parameters
     msfem --version
 
@@ -234,6 +235,12 @@ def run_rve(args: argparse.Namespace, comm: MPI.Comm) -> Any:
                                                                 Path(args.out), **force)
 
 
+def run_fe2(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """``msfem fe2``: delegate to :func:`msfem.fe2.run.run`."""
+    _optional("msfem.fe2.run", "run", "fe2")(Path(args.config), Path(args.out),
+                                             restart=args.restart, comm=comm)
+
+
 # ------------------------------------------------------------------------- methods
 def _plain(text: str) -> str:
     """Docstring text without reST markup (roles, double back-quotes), on one line."""
@@ -404,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
                   out=False)
     hom.add_argument("--json", action="store_true", help="print the result as JSON")
     command("rve", run_rve, "representative volume element study")
+    fe2 = command("fe2", run_fe2, "FE2: micro problems at the macro Gauss points, Newton "
+                                  "with load steps and checkpoints")
+    fe2.add_argument("--restart", action="store_true",
+                     help="continue from the last checkpoint in DIR/checkpoint")
     help = "list the registered methods and their parameters ([msfem] method = NAME)"
     met = sub.add_parser("methods", help=help, description=help)
     met.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

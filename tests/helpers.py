@@ -30,3 +30,28 @@ def write_text_config(directory: Path, text: str, name: str = "case.toml") -> Pa
         path.write_text(text)
     MPI.COMM_WORLD.barrier()
     return path
+
+
+def homogenized_q1(V, A_star, f, prefix="test_hom_"):
+    """The Q1 solution of -div(A* grad u) = f, u = 0 on the boundary, 2 x 2 Gauss rule.
+
+    ``V`` is a Q1 space (e.g. a multiscale method's coarse space), ``A_star`` a constant
+    matrix, ``f`` a UFL expression or a number.
+    """
+    import dolfinx
+    import dolfinx.fem.petsc
+    import ufl
+
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    dx = ufl.dx(metadata={"quadrature_degree": 3})
+    tdim = V.mesh.topology.dim
+    V.mesh.topology.create_connectivity(tdim - 1, tdim)
+    facets = dolfinx.mesh.exterior_facet_indices(V.mesh.topology)
+    bc = dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(V, tdim - 1,
+                                                                           facets), V)
+    problem = dolfinx.fem.petsc.LinearProblem(
+        ufl.inner(ufl.as_matrix(np.asarray(A_star).tolist()) * ufl.grad(u), ufl.grad(v)) * dx,
+        f * v * dx, bcs=[bc], petsc_options_prefix=prefix,
+        petsc_options={"ksp_type": "preonly", "pc_type": "lu",
+                       "pc_factor_mat_solver_type": "mumps"})
+    return problem.solve()

@@ -13,7 +13,7 @@ import dolfinx.fem.petsc
 import numpy as np
 import pytest
 import ufl
-from helpers import fitted_rate, write_text_config
+from helpers import fitted_rate, homogenized_q1, write_text_config
 from mpi4py import MPI
 
 import msfem
@@ -58,21 +58,8 @@ def errors_to_u0(sol):
 def homogenized_fe(space):
     """The Q1 FE solution with A* and the same macro rule (2 x 2 Gauss), in space's dofs."""
     V = space.coarse.function_space
-    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
     x = ufl.SpatialCoordinate(V.mesh)
-    dx = ufl.dx(metadata={"quadrature_degree": 3})
-    f = C * ufl.sin(ufl.pi * x[0]) * ufl.sin(ufl.pi * x[1])
-    tdim = V.mesh.topology.dim
-    V.mesh.topology.create_connectivity(tdim - 1, tdim)
-    facets = dolfinx.mesh.exterior_facet_indices(V.mesh.topology)
-    bc = dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(V, tdim - 1,
-                                                                           facets), V)
-    problem = dolfinx.fem.petsc.LinearProblem(
-        ufl.inner(ufl.as_matrix(A_STAR.tolist()) * ufl.grad(u), ufl.grad(v)) * dx, f * v * dx,
-        bcs=[bc], petsc_options_prefix="test_hom_",
-        petsc_options={"ksp_type": "preonly", "pc_type": "lu",
-                       "pc_factor_mat_solver_type": "mumps"})
-    return problem.solve()
+    return homogenized_q1(V, A_STAR, C * ufl.sin(ufl.pi * x[0]) * ufl.sin(ufl.pi * x[1]))
 
 
 def rel_max(a, b, comm):
