@@ -140,18 +140,17 @@ class FEHMM(Method):
         out, k = [], 0
         for c, (points, weights) in zip(cells, quad):
             vertices = h.coarse_vertices(int(c))
-            nv = len(vertices)
-            A = np.zeros((nv * bs, nv * bs))
+            nv, P = len(vertices), len(points)
+            N, G = shape_functions(vertices, points)  # (P, nv), (P, nv, d)
+            Q = np.zeros((P, (d + 1) * bs, nv * bs))
+            f = field_values(problem.source, points, bs)  # (P, bs)
             b = np.zeros(nv * bs)
-            for x, w, fx in zip(points, weights, field_values(problem.source, points, bs)):
-                N, G = shape_functions(vertices, x)  # (nv,), (nv, d)
-                Q = np.zeros(((d + 1) * bs, nv * bs))
-                for comp in range(bs):
-                    Q[comp * (d + 1), comp::bs] = N
-                    Q[comp * (d + 1) + 1:(comp + 1) * (d + 1), comp::bs] = G.T
-                    b[comp::bs] += w * fx[comp] * N
-                A += w * Q.T @ E_all[k] @ Q
-                k += 1
+            for comp in range(bs):
+                Q[:, comp * (d + 1), comp::bs] = N
+                Q[:, comp * (d + 1) + 1:(comp + 1) * (d + 1), comp::bs] = G.transpose(0, 2, 1)
+                b[comp::bs] = (weights * f[:, comp]) @ N
+            A = np.tensordot(weights, Q.transpose(0, 2, 1) @ E_all[k:k + P] @ Q, axes=1)
+            k += P
             dofs = engine.cell_dofs[int(c)]
             out.append(ElementData(cell=int(c), rows=dofs, cols=dofs, A=A, b=b))
         self.timings["macro"] += time.perf_counter() - t0
@@ -205,28 +204,31 @@ def macro_quadrature(vertices: np.ndarray, rule: str) -> tuple[np.ndarray, np.nd
 
 
 def shape_functions(vertices: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""Values (nv,) and gradients (nv, d) at ``x`` of the P1/Q1 nodal basis of a cell.
+    r"""Values and gradients at ``x`` of the P1/Q1 nodal basis of a cell.
 
-    Boxes: :math:`N_i = \prod_k \tfrac12(1 + s_{ik}\xi_k)`, :math:`\xi = 2(x - c)/H`,
-    :math:`s_i = \mathrm{sign}(x_i - c)`; simplices: barycentric coordinates.
+    ``x`` is one point (d,) -- values (nv,), gradients (nv, d) -- or several (P, d) --
+    values (P, nv), gradients (P, nv, d). Boxes: :math:`N_i = \prod_k \tfrac12(1 +
+    s_{ik}\xi_k)`, :math:`\xi = 2(x - c)/H`, :math:`s_i = \mathrm{sign}(x_i - c)`;
+    simplices: barycentric coordinates.
     """
+    X = np.atleast_2d(np.asarray(x, dtype=float))
     nv, d = vertices.shape
     if nv == d + 1:  # simplex: λ = T⁻¹(x − v₀), gradients constant
         Tinv = np.linalg.inv((vertices[1:] - vertices[0]).T)
-        lam = Tinv @ (x - vertices[0])
-        grads = np.vstack([-Tinv.sum(axis=0), Tinv])
-        return np.concatenate([[1.0 - lam.sum()], lam]), grads
-    c = vertices.mean(axis=0)
-    H = vertices.max(axis=0) - vertices.min(axis=0)
-    s = np.sign(vertices - c)
-    xi = 2 * (x - c) / H
-    f = (1 + s * xi) / 2  # (nv, d)
-    N = f.prod(axis=1)
-    G = np.empty((nv, d))
-    for k in range(d):
-        others = np.prod(np.delete(f, k, axis=1), axis=1) if d > 1 else np.ones(nv)
-        G[:, k] = s[:, k] / H[k] * others
-    return N, G
+        lam = (X - vertices[0]) @ Tinv.T
+        N = np.hstack([1.0 - lam.sum(axis=1, keepdims=True), lam])
+        G = np.broadcast_to(np.vstack([-Tinv.sum(axis=0), Tinv]), (len(X), nv, d)).copy()
+    else:
+        c = vertices.mean(axis=0)
+        H = vertices.max(axis=0) - vertices.min(axis=0)
+        s = np.sign(vertices - c)
+        f = (1 + s[None] * (2 * (X - c) / H)[:, None, :]) / 2  # (P, nv, d)
+        N = f.prod(axis=2)
+        G = np.empty((len(X), nv, d))
+        for k in range(d):
+            others = np.prod(np.delete(f, k, axis=2), axis=2) if d > 1 else 1.0
+            G[:, :, k] = s[:, k] / H[k] * others
+    return (N[0], G[0]) if np.ndim(x) == 1 else (N, G)
 
 
 def field_values(value: Any, points: np.ndarray, bs: int) -> np.ndarray:
