@@ -48,6 +48,7 @@ import dolfinx
 import numpy as np
 import pydantic
 import scipy.sparse as sp
+import ufl
 from mpi4py import MPI
 from petsc4py import PETSc
 
@@ -302,8 +303,9 @@ class _SamplingDomain:
         xs = np.vstack([g1.x[:, :d] + np.eye(d)[0] * pitch * b for b in range(copies)])
         cells = np.vstack([g1.dofmaps[0] + b * n_nodes for b in range(copies)])
         domain = one.ufl_domain()
-        assert domain is not None
-        self.mesh = dolfinx.mesh.create_mesh(MPI.COMM_SELF, cells.astype(np.int64), domain, xs)
+        assert domain is not None  # a UFL domain of its own (forms must not mix meshes)
+        self.mesh = dolfinx.mesh.create_mesh(MPI.COMM_SELF, cells.astype(np.int64),
+                                             ufl.Mesh(domain.ufl_coordinate_element()), xs)
         original = np.asarray(self.mesh.geometry.input_global_indices, dtype=np.int64)
         self.node_copy = original // n_nodes
         self.x_local = g1.x[original % n_nodes, :d]  # node positions inside its box
