@@ -40,6 +40,7 @@ is the macro function u_H, compared with references by interpolation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Literal
@@ -53,6 +54,7 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from msfem import solvers
+from msfem.coefficients import ConstantField
 from msfem.local import DirichletSolver
 from msfem.mesh import create_lattice_mesh
 from msfem.methods.base import ElementData, Method, Parameters, register
@@ -249,6 +251,20 @@ def field_values(value: Any, points: np.ndarray, bs: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=float).ravel(), (n, bs)).copy()
 
 
+def piecewise_constant(disc) -> bool:
+    """Whether the bilinear form of a Discretisation has cell-wise constant data only.
+
+    Every coefficient sampled (DG0) or constant, and no spatial coordinate in the form:
+    then a quadrature of degree 2p integrates it exactly on affine cells.
+    """
+    from ufl.algorithms.analysis import extract_type
+
+    if extract_type(disc.a_ufl, ufl.SpatialCoordinate):
+        return False
+    return all(f.function is not None or isinstance(f.field, ConstantField)
+               for f in disc.fields.values())
+
+
 # ---------------------------------------------------------------------------- micro
 class _SamplingDomain:
     r"""``copies`` micro lattices :math:`K_\delta` in one ``COMM_SELF`` mesh.
@@ -312,6 +328,11 @@ class _SamplingDomain:
         self.V = problem.function_space(self.mesh)
         none = np.zeros(0, dtype=np.int32)
         self.disc = problem.discretise(self.V, boundary_facets=lambda marker: none)
+        if piecewise_constant(self.disc) and problem.quadrature_degree is None:
+            # exact with 2p (products of two degree-p functions on affine lattice cells):
+            # a quarter (2D) of the default rule's points
+            self.disc = dataclasses.replace(problem, quadrature_degree=2 * problem.degree
+                                            ).discretise(self.V, boundary_facets=lambda m: none)
         self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
         # batch dofs -> (copy, dof of one box): by position (any Lagrange degree)
         xb = self.V.tabulate_dof_coordinates()[:, :d]
