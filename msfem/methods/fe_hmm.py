@@ -133,34 +133,66 @@ class FEHMM(Method):
             self.prepare(engine, np.asarray(cells))
         assert self._micro is not None
         rule = self._rule(h)
-        quad = [macro_quadrature(h.coarse_vertices(int(c)), rule) for c in cells]
-        centres = np.vstack([q[0] for q in quad])
-        owner = np.repeat([int(c) for c in cells], [len(q[1]) for q in quad])
-        E_all = self._micro.effective(centres, lambda k: f"sampling domain at x = "
-                                      f"{centres[k]} of coarse cell {owner[k]}")
-        t0 = time.perf_counter()
         bs, d = problem.block_size, h.dim
-        out, k = [], 0
-        for c, (points, weights) in zip(cells, quad):
-            vertices = h.coarse_vertices(int(c))
-            nv, P = len(vertices), len(points)
-            N, G = shape_functions(vertices, points)  # (P, nv), (P, nv, d)
-            Q = np.zeros((P, (d + 1) * bs, nv * bs))
-            f = field_values(problem.source, points, bs)  # (P, bs)
-            b = np.zeros(nv * bs)
+        verts = np.array([h.coarse_vertices(int(c)) for c in cells])  # (C, nv, d)
+        shift = verts[:, 0] - verts[0, 0]
+        if np.allclose(verts - shift[:, None], verts[0]):  # translates of one cell (lattice)
+            points, weights = macro_quadrature(verts[0], rule)
+            P = len(points)
+            centres = (points[None] + shift[:, None]).reshape(-1, d)
+            E = self._micro.effective(centres, lambda k: f"sampling domain at x = "
+                                      f"{centres[k]} of coarse cell {cells[k // P]}")
+            t0 = time.perf_counter()
+            Q = self._affine_data(verts[0], points, bs)  # (P, (d+1) bs, nv bs)
+            QtE = np.einsum("pki,cpkl->cpil", Q, E.reshape(len(cells), P, *E.shape[1:]))
+            A_all = np.einsum("p,cpil,plj->cij", weights, QtE, Q)
+            N = shape_functions(verts[0], points)[0]  # (P, nv)
+            f = field_values(problem.source, centres, bs).reshape(len(cells), P, bs)
+            b_all = np.zeros((len(cells), N.shape[1] * bs))
             for comp in range(bs):
-                Q[:, comp * (d + 1), comp::bs] = N
-                Q[:, comp * (d + 1) + 1:(comp + 1) * (d + 1), comp::bs] = G.transpose(0, 2, 1)
-                b[comp::bs] = (weights * f[:, comp]) @ N
-            A = np.tensordot(weights, Q.transpose(0, 2, 1) @ E_all[k:k + P] @ Q, axes=1)
-            k += P
-            dofs = engine.cell_dofs[int(c)]
-            out.append(ElementData(cell=int(c), rows=dofs, cols=dofs, A=A, b=b))
+                b_all[:, comp::bs] = (f[:, :, comp] * weights) @ N
+            out = [ElementData(cell=int(c), rows=engine.cell_dofs[int(c)],
+                               cols=engine.cell_dofs[int(c)], A=A_all[i], b=b_all[i])
+                   for i, c in enumerate(cells)]
+        else:
+            quad = [macro_quadrature(v, rule) for v in verts]
+            centres = np.vstack([q[0] for q in quad])
+            owner = np.repeat([int(c) for c in cells], [len(q[1]) for q in quad])
+            E = self._micro.effective(centres, lambda k: f"sampling domain at x = "
+                                      f"{centres[k]} of coarse cell {owner[k]}")
+            t0 = time.perf_counter()
+            out, k = [], 0
+            for c, v, (points, weights) in zip(cells, verts, quad):
+                P = len(points)
+                Q = self._affine_data(v, points, bs)
+                N = shape_functions(v, points)[0]
+                f = field_values(problem.source, points, bs)  # (P, bs)
+                b = np.zeros(N.shape[1] * bs)
+                for comp in range(bs):
+                    b[comp::bs] = (weights * f[:, comp]) @ N
+                A = np.tensordot(weights, Q.transpose(0, 2, 1) @ E[k:k + P] @ Q, axes=1)
+                k += P
+                dofs = engine.cell_dofs[int(c)]
+                out.append(ElementData(cell=int(c), rows=dofs, cols=dofs, A=A, b=b))
         self.timings["macro"] += time.perf_counter() - t0
         self.timings["micro assembly"] = self._micro.t_assemble
         self.timings["micro solve"] = self._micro.t_solve
         self.micro_problems = self._micro.count
         return out
+
+    @staticmethod
+    def _affine_data(vertices: np.ndarray, points: np.ndarray, bs: int) -> np.ndarray:
+        """Q (P, (d+1) bs, nv bs): the macro basis functions' values and gradients.
+
+        At ``points``, in the order of the micro problems' affine data.
+        """
+        N, G = shape_functions(vertices, points)  # (P, nv), (P, nv, d)
+        P, nv, d = G.shape
+        Q = np.zeros((P, (d + 1) * bs, nv * bs))
+        for comp in range(bs):
+            Q[:, comp * (d + 1), comp::bs] = N
+            Q[:, comp * (d + 1) + 1:(comp + 1) * (d + 1), comp::bs] = G.transpose(0, 2, 1)
+        return Q
 
     def energy_matrix(self, cell: int, engine: PatchEngine) -> None:
         """No fine matrix on K: FE-HMM has no fine basis."""
@@ -249,6 +281,106 @@ def field_values(value: Any, points: np.ndarray, bs: int) -> np.ndarray:
         return values.reshape(-1, n).T if values.size == n * bs else \
             np.broadcast_to(values.reshape(-1, 1), (n, bs)).copy()
     return np.broadcast_to(np.asarray(value, dtype=float).ravel(), (n, bs)).copy()
+
+
+class _CoefficientModel:
+    r"""The micro matrix as an affine function of the sampled (DG0) coefficients.
+
+    For a form affine in its cell-wise constant coefficients :math:`a_j`,
+    :math:`A(a) = A_0 + \sum_j \sum_c a_{j,c} K_{j,c}` with :math:`K_{j,c}` the element
+    matrix of cell c for :math:`a_j = 1`. The :math:`K_{j,c}` come from one assembly per
+    colour of cells that share no dof (lattice cells: 2^d times the simplices per square)
+    and coefficient, so a batch of sampling domains costs a field evaluation at the cell
+    midpoints and one scatter-add instead of moving the mesh and assembling. The model is
+    checked against a real assembly on the first batch (and dropped if it does not match).
+    """
+
+    def __init__(self, dom: _SamplingDomain, fields: list, A0: np.ndarray,
+                 terms: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 pattern: tuple[np.ndarray, np.ndarray, tuple[int, int]]):
+        self.fields, self.A0, self.terms, self.pattern = fields, A0, terms, pattern
+        geo = dom.mesh.geometry.dofmaps[0]
+        self.mid_local = dom.x_local[geo].mean(axis=1)  # cell midpoints in their copy
+        self.cell_copy = dom.node_copy[geo[:, 0]]
+
+    @classmethod
+    def build(cls, dom: _SamplingDomain) -> _CoefficientModel | None:
+        """The model of ``dom``'s form, or ``None`` (vector-valued sampled coefficients)."""
+        fields = [f for f in dom.disc.fields.values() if f.function is not None]
+        if not fields or any(f.field.shape for f in fields):
+            return None
+        mesh, V = dom.mesh, dom.V
+        tdim = mesh.topology.dim
+        n_cells = mesh.topology.index_map(tdim).size_local
+        cell_dofs = V.dofmap.list[:n_cells]
+        bs = V.dofmap.index_map_bs
+        colour = _colour(cell_dofs)
+        functions = [f.function for f in fields if f.function is not None]
+        saved = [u.x.array.copy() for u in functions]
+
+        def assemble() -> sp.csr_matrix:
+            dom.A.zeroEntries()
+            dolfinx.fem.petsc.assemble_matrix(dom.A, dom.disc.a)  # type: ignore[arg-type]
+            dom.A.assemble()
+            indptr, indices, data = dom.A.getValuesCSR()
+            return sp.csr_matrix((data.copy(), indices.copy(), indptr.copy()),
+                                 shape=dom.A.getSize())
+
+        for u in functions:
+            u.x.array[:] = 0.0
+        A0 = assemble()
+        # every cell's (row, col) pairs -> positions in A's CSR values
+        dofs = (cell_dofs[:, :, None] * bs + np.arange(bs)).reshape(n_cells, -1)
+        rows = np.repeat(dofs, dofs.shape[1], axis=1)
+        cols = np.tile(dofs, (1, dofs.shape[1]))
+        N = A0.shape[1]
+        keys = np.repeat(np.arange(A0.shape[0]), np.diff(A0.indptr)) * N + A0.indices
+        pos = np.searchsorted(keys, (rows * N + cols).ravel())
+        cell = np.repeat(np.arange(n_cells), dofs.shape[1] ** 2)
+        terms = []
+        for u in functions:
+            values = np.zeros(len(pos))
+            dof0 = u.function_space.dofmap.list[:n_cells, 0]
+            for k in np.unique(colour):
+                u.x.array[:] = 0.0
+                u.x.array[dof0[colour == k]] = 1.0
+                data = assemble().data - A0.data
+                mine = colour[cell] == k
+                values[mine] = data[pos[mine]]
+            u.x.array[:] = 0.0
+            terms.append((pos, cell, values))
+        for u, x in zip(functions, saved):
+            u.x.array[:] = x
+        return cls(dom, fields, A0.data, terms, (A0.indices, A0.indptr, A0.shape))
+
+    def matrix(self, corners: np.ndarray) -> sp.csr_matrix:
+        """The micro matrix with the copies' corners at ``corners`` (copies, d)."""
+        x = self.mid_local + corners[self.cell_copy]
+        X = np.zeros((3, len(x)))
+        X[: x.shape[1]] = x.T
+        data = self.A0.copy()
+        for f, (pos, cell, values) in zip(self.fields, self.terms):
+            a = np.asarray(f.field.evaluate(X), dtype=float).ravel()
+            data += np.bincount(pos, weights=a[cell] * values, minlength=len(data))
+        indices, indptr, shape = self.pattern
+        return sp.csr_matrix((data, indices, indptr), shape=shape)
+
+
+def _colour(cell_dofs: np.ndarray) -> np.ndarray:
+    """A greedy colouring of cells such that cells of one colour share no dof."""
+    n_cells = len(cell_dofs)
+    dof_cells: dict[int, list[int]] = {}
+    for c, ds in enumerate(cell_dofs):
+        for dof in ds:
+            dof_cells.setdefault(int(dof), []).append(c)
+    colour = np.full(n_cells, -1, dtype=np.int64)
+    for c, ds in enumerate(cell_dofs):
+        taken = {int(colour[o]) for dof in ds for o in dof_cells[int(dof)]}
+        k = 0
+        while k in taken:
+            k += 1
+        colour[c] = k
+    return colour
 
 
 def piecewise_constant(disc) -> bool:
@@ -360,6 +492,8 @@ class _SamplingDomain:
         self._pattern = False
         self.t_assemble = self.t_solve = 0.0
         self.count = 0
+        self.model = _CoefficientModel.build(self) if piecewise_constant(self.disc) else None
+        self._validated = False
 
     def _reduce(self, A: sp.csr_matrix) -> sp.csr_matrix:
         """:math:`R^T A R` by one scatter-add of A's values (the pattern computed once)."""
@@ -391,13 +525,22 @@ class _SamplingDomain:
         t0 = time.perf_counter()
         B, d = self.copies, centres.shape[1]
         where = np.vstack([centres, np.repeat(centres[-1:], B - len(centres), axis=0)])
-        self.mesh.geometry.x[:, :d] = self.x_local + where[self.node_copy] - self.delta / 2
-        self.disc.refresh()
-        self.A.zeroEntries()
-        dolfinx.fem.petsc.assemble_matrix(self.A, self.disc.a)  # type: ignore[arg-type]
-        self.A.assemble()
-        indptr, indices, data = self.A.getValuesCSR()
-        A = sp.csr_matrix((data, indices, indptr), shape=self.A.getSize())
+        corners = where - self.delta / 2
+        if self.model is not None and self._validated:
+            A = self.model.matrix(corners)  # the matrix from the coefficients' cell values
+        else:
+            self.mesh.geometry.x[:, :d] = self.x_local + corners[self.node_copy]
+            self.disc.refresh()
+            self.A.zeroEntries()
+            dolfinx.fem.petsc.assemble_matrix(self.A, self.disc.a)  # type: ignore[arg-type]
+            self.A.assemble()
+            indptr, indices, data = self.A.getValuesCSR()
+            A = sp.csr_matrix((data, indices, indptr), shape=self.A.getSize())
+            if self.model is not None:  # check the affine model once, on real data
+                scale = np.abs(A.data).max()
+                if np.abs(self.model.matrix(corners).data - A.data).max() > 1e-12 * scale:
+                    self.model = None  # the form is not affine in its sampled coefficients
+                self._validated = True
         A_red = self._reduce(A)
         rhs = -(self.Rb.T @ (A @ self.P_aff_b))
         mat = PETSc.Mat().createAIJ(A_red.shape, csr=(
