@@ -314,7 +314,8 @@ class _CoefficientModel:
         n_cells = mesh.topology.index_map(tdim).size_local
         cell_dofs = V.dofmap.list[:n_cells]
         bs = V.dofmap.index_map_bs
-        colour = _colour(cell_dofs)
+        geo = mesh.geometry.dofmaps[0][:n_cells]
+        colour = _colour(dom.x_local[geo], dom.node_copy[geo[:, 0]])
         functions = [f.function for f in fields if f.function is not None]
         saved = [u.x.array.copy() for u in functions]
 
@@ -366,21 +367,27 @@ class _CoefficientModel:
         return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
-def _colour(cell_dofs: np.ndarray) -> np.ndarray:
-    """A greedy colouring of cells such that cells of one colour share no dof."""
-    n_cells = len(cell_dofs)
-    dof_cells: dict[int, list[int]] = {}
-    for c, ds in enumerate(cell_dofs):
-        for dof in ds:
-            dof_cells.setdefault(int(dof), []).append(c)
-    colour = np.full(n_cells, -1, dtype=np.int64)
-    for c, ds in enumerate(cell_dofs):
-        taken = {int(colour[o]) for dof in ds for o in dof_cells[int(dof)]}
-        k = 0
-        while k in taken:
-            k += 1
-        colour[c] = k
-    return colour
+def _colour(x_cells: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Colours of lattice cells such that cells of one colour share no dof.
+
+    ``x_cells`` (n_cells, n_vertices, d): the cells' vertices in their own lattice;
+    ``group`` (n_cells,): which lattice (copy) each cell is in -- copies share no dof. A
+    cell's colour is the parity of its lattice square per axis and its rank among the
+    cells of that square (the simplices of a Kuhn split): squares of equal parity are two
+    apart and share no dof.
+    """
+    lo = x_cells.min(axis=1)
+    step = (x_cells.max(axis=1) - lo).max(axis=0)  # the lattice spacing per axis
+    square = np.floor((lo - lo.min(axis=0)) / step + 0.5).astype(np.int64)
+    parity = (square % 2) @ (2 ** np.arange(square.shape[1]))
+    mid = x_cells.mean(axis=1)
+    order = np.lexsort((*mid.T[::-1], *square.T[::-1], group))
+    key = np.column_stack([group, square])[order]
+    first = np.r_[True, np.any(key[1:] != key[:-1], axis=1)]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(key)), 0))
+    rank = np.empty(len(key), dtype=np.int64)
+    rank[order] = np.arange(len(key)) - group_start
+    return parity * (rank.max() + 1) + rank
 
 
 def piecewise_constant(disc) -> bool:
