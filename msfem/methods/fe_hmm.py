@@ -31,9 +31,13 @@ is the homogenized :math:`A^*` (up to the micro discretisation), so FE-HMM is th
 homogenized FE solution; with Dirichlet conditions it carries a boundary-layer error
 :math:`O(\varepsilon/\delta)`. The load is :math:`(f, w_H)` by the same macro rule.
 
-The micro mesh is one ``COMM_SELF`` lattice, its forms compiled once and moved from
-sampling domain to sampling domain (the coefficient is re-sampled there: locally periodic
-a(x, x/ε) and random fields work alike); the factorisation's symbolic part is reused.
+The micro meshes are ``COMM_SELF`` lattices, 32 sampling domains per mesh, its forms
+compiled once and moved from batch to batch (the coefficient is re-sampled there: locally
+periodic a(x, x/ε) and random fields work alike); one block-diagonal factorisation per
+batch, its symbolic part reused. With cell-wise constant data the micro forms use
+quadrature degree 2p (exact on lattice cells), and with coefficients sampled per cell the
+micro matrix is the affine function :math:`A_0 + \sum_c a_c K_c` of the cell values
+(:class:`_CoefficientModel`, checked against an assembly on the first batch).
 There is no fine basis on K (``ElementData.trial`` is ``None``): the multiscale solution
 is the macro function u_H, compared with references by interpolation.
 """
