@@ -157,3 +157,27 @@ def test_refuses_what_it_cannot_do(comm):
     space = msfem.MultiscaleSpace(tri, msfem.diffusion(laminate(), SOURCE), "fe-hmm",
                                   parameters={"cells_per_eps": 4}).build()
     assert np.isfinite(solve(space).U.x.array).all()
+
+
+@pytest.mark.parametrize("cell, problem_of", [
+    ("quadrilateral", lambda a: msfem.diffusion(a, SOURCE)),
+    ("triangle", lambda a: msfem.diffusion(a, SOURCE)),
+    ("quadrilateral", lambda a: msfem.elasticity(a, 0.3, f=(0.0, -1.0))),
+])
+def test_affine_coefficient_model_equals_assembling_every_batch(comm, monkeypatch, cell,
+                                                                problem_of):
+    """Sampled coefficients: the micro matrices come from A0 + Σ a_c K_c (fast path);
+    the macro solution is the one of assembling every batch, to round-off."""
+    from msfem.methods import fe_hmm
+
+    h = msfem.StructuredHierarchy(comm, 4, 2, cell)
+    problem = problem_of(laminate())
+    params = {"cells_per_eps": 8, "quadrature": "centroid" if cell == "triangle" else None}
+    space = msfem.MultiscaleSpace(h, problem, "fe-hmm", parameters=params).build()
+    assert space.method._micro.model is not None  # the fast path was taken (and checked)
+    fast = solve(space).U.x.array.copy()
+    monkeypatch.setattr(fe_hmm._CoefficientModel, "build", classmethod(lambda cls, dom: None))
+    space = msfem.MultiscaleSpace(h, problem, "fe-hmm", parameters=params).build()
+    assert space.method._micro.model is None
+    slow = solve(space).U.x.array
+    assert rel_max(fast, slow, comm) < 1e-11
