@@ -26,6 +26,7 @@ import numpy as np
 from mpi4py import MPI
 
 from msfem import _runtime  # noqa: F401
+from msfem._runtime import collective
 from msfem.mesh import Oversampling, RefinedHierarchy, StructuredHierarchy
 from msfem.methods import Method, create
 from msfem.methods.base import ElementData
@@ -186,7 +187,9 @@ class MultiscaleSpace:
                 logger.info("  basis: %d/%d coarse cells on rank 0", done[0], n)
             return elements
 
-        with dolfinx.common.Timer("~msfem: offline (local problems)"):
+        # a local problem that fails on one rank raises on every rank (one allgather),
+        # instead of leaving the others waiting in the next collective call
+        with dolfinx.common.Timer("~msfem: offline (local problems)"), collective(h.comm):
             self.elements = [e for chunk in map(one, batches) for e in chunk]
         with dolfinx.common.Timer("~msfem: offline (downscaling map)"):
             self._fine_map = None

@@ -436,3 +436,23 @@ def test_memory_estimate_is_within_a_factor_2_of_the_peak(tmp_path, N):
     estimate = float(proc.stderr.split("memory estimate: ")[2].split(" GB")[0]) * 2**30
     print(f"N = {N}: estimate {estimate / 2**20:.0f} MB, peak {peak / 2**20:.0f} MB")
     assert 0.5 < estimate / peak < 2.0
+
+
+def test_local_problem_failing_on_one_rank_raises_on_every_rank(comm):
+    """MultiscaleSpace.build(): an error in one rank's local problems reaches all ranks."""
+    import msfem
+    from msfem.methods.msfem import MsFEM
+
+    class FailsOnLastRank(MsFEM):
+        def local(self, cell, engine):
+            if comm.rank == comm.size - 1:
+                raise msfem.SolverError(f"local problem of cell {cell} failed")
+            return super().local(cell, engine)
+
+        def local_batch(self, cells, engine):
+            return [self.local(int(c), engine) for c in cells]
+
+    h = msfem.StructuredHierarchy(comm, 4, 4, "quadrilateral")
+    space = msfem.MultiscaleSpace(h, msfem.diffusion(1.0, 1.0), FailsOnLastRank(variant="linear"))
+    with pytest.raises(msfem.SolverError, match="local problem of cell"):
+        space.build()
