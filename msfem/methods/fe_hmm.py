@@ -318,6 +318,8 @@ class _CoefficientModel:
         n_cells = mesh.topology.index_map(tdim).size_local
         cell_dofs = V.dofmap.list[:n_cells]
         bs = V.dofmap.index_map_bs
+        if n_cells * (cell_dofs.shape[1] * bs) ** 2 * len(fields) > dom.MAX_MODEL_ENTRIES:
+            return None  # too much memory: assemble every batch instead
         geo = mesh.geometry.dofmaps[0][:n_cells]
         colour = _colour(dom.x_local[geo], dom.node_copy[geo[:, 0]])
         functions = [f.function for f in fields if f.function is not None]
@@ -419,12 +421,20 @@ class _SamplingDomain:
     :math:`U = P_{aff} + R\,X` the micro solutions of the affine data.
     """
 
+    #: Cells of the batch mesh at most (the number of copies adapts to the micro mesh).
+    MAX_BATCH_CELLS = 200_000
+    #: Element-matrix entries of the affine coefficient model at most (memory).
+    MAX_MODEL_ENTRIES = 20_000_000
+
     def __init__(self, hierarchy, problem: Problem, params: FEHMMParameters,
                  copies: int = 32):
         eps = scale(problem)
         assert eps is not None
         d, bs = hierarchy.dim, problem.block_size
         n = max(2, int(round(params.delta * params.cells_per_eps)))
+        cells_per_box = n ** d * math.factorial(d) if hierarchy.cell_type in (
+            "triangle", "tetrahedron") else n ** d
+        copies = int(min(copies, max(1, self.MAX_BATCH_CELLS // cells_per_box)))
         self.delta, self.problem, self.copies, self.bs = params.delta * eps, problem, copies, bs
         one, _ = create_lattice_mesh(MPI.COMM_SELF, hierarchy.cell_type, (n,) * d,
                                      [self.delta / n] * d)
