@@ -62,7 +62,8 @@ t_off, (t_asm, t_sol, n_micro), space = build(comm)
 # the floor: factorise + solve the reduced matrix of one sampling domain, same options
 micro = space.method._micro  # noqa: SLF001 (benchmark: the method's own micro domains)
 micro.effective(np.array([[0.5, 0.5]]), lambda k: "benchmark")
-A, rhs = micro.last_box  # one sampling domain's reduced matrix and right-hand sides
+A_red, rhs, m = micro.last  # the batch's reduced system: its first domain's block
+A, rhs = A_red[:m, :m], rhs[:m]
 A = A.tocsr()
 A.sort_indices()
 mat = PETSc.Mat().createAIJ(A.shape, csr=(A.indptr, A.indices, A.data), comm=MPI.COMM_SELF)

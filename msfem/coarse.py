@@ -29,6 +29,7 @@ from typing import Any
 import dolfinx
 import dolfinx.fem.petsc
 import numpy as np
+import scipy.linalg
 from mpi4py import MPI
 from petsc4py import PETSc
 
@@ -173,13 +174,7 @@ class CoarseSolution:
                              f"Lagrange coarse space: nothing to reconstruct")
         if V is None:
             V = self.space.problem.function_space(self.space.hierarchy.fine)
-        u = dolfinx.fem.Function(V, name="u_msfem")
-        tdim = V.mesh.topology.dim
-        cells = np.arange(V.mesh.topology.index_map(tdim).size_local, dtype=np.int32)
-        u.interpolate_nonmatching(self.U, cells,
-                                  dolfinx.fem.create_interpolation_data(V, Vc, cells))
-        u.x.scatter_forward()
-        return u
+        return interpolate_coarse(self.U, V, "u_msfem")
 
     def fine_map(self, V: dolfinx.fem.FunctionSpace | None = None) -> FineMap:
         """The map between element-local fine dofs and the distributed fine space.
@@ -337,6 +332,21 @@ def prolongation(space: MultiscaleSpace, V: dolfinx.fem.FunctionSpace) -> PETSc.
     return P
 
 
+def interpolate_coarse(U: dolfinx.fem.Function, V: dolfinx.fem.FunctionSpace,
+                       name: str) -> dolfinx.fem.Function:
+    """The coarse Lagrange function ``U`` interpolated onto the (nested) fine space ``V``.
+
+    Exact for P1/Q1 coarse functions on a refining fine mesh (collective).
+    """
+    u = dolfinx.fem.Function(V, name=name)
+    tdim = V.mesh.topology.dim
+    cells = np.arange(V.mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+    u.interpolate_nonmatching(U, cells, dolfinx.fem.create_interpolation_data(
+        V, U.function_space, cells))
+    u.x.scatter_forward()
+    return u
+
+
 def inf_sup(space: MultiscaleSpace, max_dofs: int = 4000) -> tuple[float, float]:
     r"""Discrete inf-sup and continuity constants of the coarse operator (collective).
 
@@ -378,8 +388,6 @@ def inf_sup(space: MultiscaleSpace, max_dofs: int = 4000) -> tuple[float, float]
     fixed = np.unique(np.concatenate(comm.allgather(space.coarse.dirichlet(space.problem)[0])))
     free = np.setdiff1d(np.arange(n), fixed)
     A, G_phi, G_w = (M[np.ix_(free, free)] for M in (A, G_phi, G_w))
-    import scipy.linalg
-
     L_phi = np.linalg.cholesky(G_phi)
     L_w = np.linalg.cholesky(G_w)
     B = scipy.linalg.solve_triangular(L_w, A, lower=True)

@@ -479,7 +479,7 @@ def basis_function(space: Any, vertex: Sequence[float] | None = None, *,
         ValueError: on every rank, if the space is not built, its coarse space has no
             vertex dofs, or ``component`` is out of range.
     """
-    from msfem.coarse import CoarseSolution
+    from msfem.coarse import CoarseSolution, interpolate_coarse
 
     if not space.built:
         raise ValueError("basis_function needs a built MultiscaleSpace (call build())")
@@ -512,12 +512,7 @@ def basis_function(space: Any, vertex: Sequence[float] | None = None, *,
     U.x.array.reshape(-1, bs)[at, component] = 1.0  # owned and ghost copies alike
     phi = CoarseSolution(space, U).reconstruct()
     phi.name = "phi_i"
-    V = phi.function_space
-    hat = dolfinx.fem.Function(V, name="N_i")
-    cells = np.arange(V.mesh.topology.index_map(V.mesh.topology.dim).size_local,
-                      dtype=np.int32)
-    hat.interpolate_nonmatching(U, cells, dolfinx.fem.create_interpolation_data(V, Vc, cells))
-    hat.x.scatter_forward()
+    hat = interpolate_coarse(U, phi.function_space, "N_i")
     return BasisFunction(phi, hat, xi, spacing, component, space.name)
 
 
