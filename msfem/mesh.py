@@ -320,12 +320,13 @@ class StructuredHierarchy:
 
     def patch_coarse_cells(self, patch: Patch) -> np.ndarray:
         """Lattice ids of the coarse cells that intersect ``patch`` (whole or in part)."""
-        lo = [a // self.M for a in patch.lo]
-        hi = [-(-b // self.M) for b in patch.hi]
-        squares = itertools.product(*[range(a, b) for a, b in zip(lo, hi)])
-        ids = [np.ravel_multi_index(s, self.N, order="F") * self.n_sub + k
-               for s in squares for k in range(self.n_sub)]
-        return np.array(sorted(ids), dtype=np.int64)
+        lo = np.array(patch.lo) // self.M
+        hi = -(-np.array(patch.hi) // self.M)
+        squares = np.array(np.unravel_index(np.arange(int(np.prod(hi - lo))), hi - lo,
+                                            order="F")) + lo[:, None]
+        ids = np.ravel_multi_index(tuple(squares), self.N, order="F")
+        return np.sort((ids[:, None] * self.n_sub + np.arange(self.n_sub)).ravel()).astype(
+            np.int64)
 
     def patch_fine_dofs(self, V: dolfinx.fem.FunctionSpace, patch: Patch) -> np.ndarray:
         """Local dofs of ``V`` (on this rank) inside the patch box (closed)."""

@@ -21,13 +21,16 @@ eigenproblems) are in :mod:`msfem.local`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import dolfinx
 import dolfinx.fem.petsc
+import dolfinx.la
 import numpy as np
 import scipy.sparse as sp
 import ufl
@@ -40,9 +43,26 @@ from msfem import (
     solvers,
 )
 from msfem.local import DirichletSolver
-from msfem.mesh import RefinedHierarchy, create_lattice_mesh, locate_sub
+from msfem.mesh import Patch, RefinedHierarchy, create_lattice_mesh, locate_sub
 from msfem.problem import Problem
 from msfem.transfer import expand_blocks
+
+
+def _weak_method(method: Callable) -> Callable:
+    """``method`` without a strong reference to its object.
+
+    A mesh's discretisation keeps the mesh's facet finder; a bound method would make a
+    reference cycle, and COMM_SELF meshes in cycles live until the next garbage
+    collection (each holds an MPI communicator).
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args, **kwargs):
+        bound = ref()
+        assert bound is not None, "the mesh of this discretisation was freed"
+        return bound(*args, **kwargs)
+
+    return call
 
 
 def _index_set(indices: np.ndarray) -> PETSc.IS:
@@ -102,20 +122,32 @@ def nodal_functions(cell_type: str, x: np.ndarray, vertices: np.ndarray, H: np.n
                    bs)
 
 
-def block_diagonal(pattern: tuple, data: np.ndarray) -> tuple[tuple, tuple[int, int]]:
-    """CSR arrays of the block-diagonal matrix of ``len(data)`` blocks of one pattern.
+class BlockDiagonal:
+    """The CSR pattern of a block-diagonal matrix of ``B`` blocks of one pattern.
 
     ``pattern`` is (positions, indptr, indices, shape) as from
-    :meth:`PatchMesh.block_pattern`; ``data[k]`` holds the values of block k's full matrix.
-    Returns ((indptr, indices, values), shape).
+    :meth:`PatchMesh.block_pattern`, ``width`` the number of values of each block's full
+    matrix. :meth:`values` picks the blocks' entries out of ``data`` (B, width).
     """
-    pos, indptr, indices, (nr, nc) = pattern
-    B, nnz = len(data), len(pos)
-    values = data[:, pos].ravel()
-    cols = (indices[None, :] + nc * np.arange(B)[:, None]).ravel()
-    ptr = np.concatenate([(indptr[:-1][None, :] + nnz * np.arange(B)[:, None]).ravel(),
-                          [B * nnz]])
-    return (ptr.astype(PETSc.IntType), cols.astype(PETSc.IntType), values), (B * nr, B * nc)
+
+    def __init__(self, pattern: tuple, B: int, width: int):
+        pos, indptr, indices, (nr, nc) = pattern
+        nnz = len(pos)
+        self.positions = (np.asarray(pos)[None, :] + width * np.arange(B)[:, None]).ravel()
+        self.indices = (indices[None, :] + nc * np.arange(B)[:, None]).ravel().astype(
+            PETSc.IntType)
+        self.indptr = np.concatenate([
+            (indptr[:-1][None, :] + nnz * np.arange(B)[:, None]).ravel(), [B * nnz]]).astype(
+            PETSc.IntType)
+        self.shape = (B * nr, B * nc)
+
+    def values(self, data: np.ndarray) -> np.ndarray:
+        """The block-diagonal matrix's CSR values from the blocks' full values ``data``."""
+        return np.take(data, self.positions)
+
+    def csr(self, data: np.ndarray) -> sp.csr_matrix:
+        """The block-diagonal matrix (SciPy CSR)."""
+        return sp.csr_matrix((self.values(data), self.indices, self.indptr), shape=self.shape)
 
 
 def nearest_dofs(x: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -185,16 +217,19 @@ class PatchMesh:
         self.boundary = expand_blocks(self.boundary_blocks, self.bs)
         self.interior = expand_blocks(interior, self.bs)
         self._domain = (h.lower, h.upper)
-        self.disc = problem.discretise(self.V, boundary_facets=self.boundary_facets)
+        self.disc = problem.discretise(self.V, boundary_facets=_weak_method(self.boundary_facets))
         self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
         self.isI = _index_set(self.interior)
         self.solver: DirichletSolver | None = None
         self.A_II: PETSc.Mat | None = None  # buffer of the interior block
         self.origin = np.zeros(h.dim)
+        self._geometry_origin = self.origin  # where the mesh geometry is (move_to)
         self._neumann_key: tuple = ()
         self._metrics: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
         self.rel_coords = self.dof_index * (h.h / deg)
         self._patterns: dict[str, tuple] = {}
+        self._csr: dolfinx.la.MatrixCSR | None = None
+        self._load: tuple[Any, np.ndarray] | None = None
         self.lattice_shape = np.array(h.N) * h.M * deg + 1
         self.lattice_origin = h.lower
         self.lattice_step = h.h / deg
@@ -217,13 +252,28 @@ class PatchMesh:
         d = len(origin)
         self.mesh.geometry.x[:, :d] = self.x0[:, :d] + origin
         self.origin = np.array(origin, dtype=float)
+        self._geometry_origin = self.origin
         problem = self.problem
         if problem.neumann:  # which facets carry Neumann data depends on the position
             key = tuple(tuple(self.boundary_facets(bc.marker)) for bc in problem.neumann)
             if key != self._neumann_key:
-                self.disc = problem.discretise(self.V, boundary_facets=self.boundary_facets)
+                self.disc = problem.discretise(
+                    self.V, boundary_facets=_weak_method(self.boundary_facets))
                 self._neumann_key = key
         self.disc.refresh()
+
+    def place(self, origin: np.ndarray) -> None:
+        """Set the position seen by the coordinate queries only (no move, no re-sampling).
+
+        :meth:`dof_coordinates`, :meth:`positions` and :meth:`lattice_ids` then refer to
+        ``origin``; assembling needs :meth:`move_to` first (checked).
+        """
+        self.origin = np.array(origin, dtype=float)
+
+    def _check_geometry(self) -> None:
+        if self.origin is not self._geometry_origin:
+            raise RuntimeError("patch mesh placed without moving its geometry: call move_to "
+                               "before assembling on it")
 
     @property
     def matrix_shape(self) -> tuple[int, int]:
@@ -233,24 +283,54 @@ class PatchMesh:
     def block_pattern_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(indices, indptr) of the fine matrix of ``a`` on this mesh (fixed sparsity)."""
         if "csr" not in self._patterns:
-            indptr, indices, _ = self.A.getValuesCSR()
-            self._patterns["csr"] = (indices.copy(), indptr.copy())
+            A = self._values_matrix()  # the same pattern as the PETSc matrix self.A
+            self._patterns["csr"] = (A.indices.astype(PETSc.IntType),
+                                     A.indptr.astype(PETSc.IntType))
         return self._patterns["csr"]
 
+    def _values_matrix(self) -> dolfinx.la.MatrixCSR:
+        """The dolfinx CSR matrix of ``a`` on this mesh (expanded blocks; PETSc's pattern)."""
+        if self._csr is None:
+            self._csr = dolfinx.fem.create_matrix(self.disc.a,
+                                                  block_mode=dolfinx.la.BlockMode.expanded)
+        return self._csr
+
     def assemble_values(self) -> np.ndarray:
-        """Assemble the fine matrix of ``a`` and return its CSR values (fixed sparsity)."""
-        return self.assemble().getValuesCSR()[2]
+        """Assemble the fine matrix of ``a`` and return its CSR values (fixed sparsity).
+
+        Assembled into a dolfinx ``MatrixCSR`` (no PETSc insertion), whose pattern is
+        :meth:`block_pattern_arrays`.
+        """
+        self._check_geometry()
+        A = self._values_matrix()
+        A.data[:] = 0.0
+        dolfinx.fem.assemble_matrix(A, self.disc.a)
+        return A.data.copy()
 
     def assemble(self) -> PETSc.Mat:
         """Assemble the fine matrix of ``a`` on the mesh (no boundary conditions)."""
+        self._check_geometry()
         self.A.zeroEntries()
         dolfinx.fem.petsc.assemble_matrix(self.A, self.disc.a)  # type: ignore[arg-type]
         self.A.assemble()
         return self.A
 
     def load(self) -> np.ndarray:
-        """Assemble the fine load vector of ``L`` on the mesh."""
-        return dolfinx.fem.assemble_vector(self.disc.L).array.copy()
+        """Assemble the fine load vector of ``L`` on the mesh.
+
+        A translation-invariant ``L`` (e.g. a constant source) is assembled once per
+        discretisation and copied.
+        """
+        self._check_geometry()
+        disc = self.disc
+        if disc.L_translation_invariant and self._load is not None and \
+                self._load[0] is disc:
+            return self._load[1].copy()
+        b = np.zeros(self.matrix_shape[0])
+        dolfinx.fem.assemble_vector(b, disc.L)
+        if disc.L_translation_invariant:
+            self._load = (disc, b.copy())
+        return b
 
     def dof_coordinates(self) -> np.ndarray:
         """Coordinates (n_blocks, d) of the dofs in the current position."""
@@ -262,13 +342,25 @@ class PatchMesh:
                                        / self.lattice_step).astype(np.int64)
         return np.ravel_multi_index(tuple(idx.T), self.lattice_shape, order="F")
 
-    def block_pattern(self, A: sp.csr_matrix, block: str) -> tuple:
+    def lattice_ids_at(self, origins: np.ndarray) -> np.ndarray:
+        """:meth:`lattice_ids` of the mesh moved to each of ``origins`` (B, d): (B, n)."""
+        shift = np.rint((origins - self.lattice_origin) / self.lattice_step).astype(np.int64)
+        idx = self.dof_index[None, :, :] + shift[:, None, :]
+        return np.ravel_multi_index(tuple(np.moveaxis(idx, -1, 0)), self.lattice_shape,
+                                    order="F")
+
+    def block_pattern(self, A: sp.csr_matrix | None, block: str) -> tuple:
         """Pattern of the block ``"II"``, ``"IB"`` or ``"all"`` of this mesh's matrix ``A``.
 
         Returns (positions of its entries in ``A.data``, indptr, indices, shape), cached:
-        every matrix of this mesh has the same sparsity.
+        every matrix of this mesh has the same sparsity (``A = None``: the pattern of
+        :meth:`block_pattern_arrays`).
         """
         if block not in self._patterns:
+            if A is None:
+                indices, indptr = self.block_pattern_arrays()
+                A = sp.csr_matrix((np.zeros(len(indices)), indices, indptr),
+                                  shape=self.matrix_shape)
             if block == "all":
                 self._patterns[block] = (np.arange(A.nnz), A.indptr.copy(), A.indices.copy(),
                                          A.shape)
@@ -332,7 +424,8 @@ class CellMesh:
         tdim = h.dim
         self.mesh.topology.create_connectivity(tdim - 1, tdim)
         self.exterior = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
-        self.disc = engine.problem.discretise(self.V, boundary_facets=self.boundary_facets)
+        self.disc = engine.problem.discretise(
+            self.V, boundary_facets=_weak_method(self.boundary_facets))
         self.boundary_blocks = np.sort(dolfinx.fem.locate_dofs_topological(
             self.V, tdim - 1, self.exterior))
         self.xd = self.V.tabulate_dof_coordinates()[:, :tdim]
@@ -390,6 +483,10 @@ class PatchEngine:
         petsc_options: options of the local factorisations (prefix ``msfem_local_``).
     """
 
+    #: Unknowns per block-diagonal factorisation in :meth:`dirichlet_batch` (measured:
+    #: PETSc's time per placement grows with the batch beyond ~10k unknowns).
+    BATCH_UNKNOWNS = 8192
+
     def __init__(self, hierarchy, problem: Problem, coarse_space,
                  petsc_options: Mapping[str, Any] | None = None):
         self.hierarchy, self.problem, self.coarse_space = hierarchy, problem, coarse_space
@@ -405,6 +502,7 @@ class PatchEngine:
         self._n_cell_meshes = 0
         self.box_A: PETSc.Mat | None = None
         self.batch_solvers: dict[tuple, DirichletSolver] = {}
+        self.batch_patterns: dict[tuple, BlockDiagonal] = {}
         self.box_patches: set[tuple] = set()
         self._numbering = None
         self._boundary_tree: cKDTree | None = None
@@ -644,13 +742,20 @@ class PatchEngine:
 
         ``same_pattern``: A_II has the sparsity of the solver's previous operator.
         """
+        with self._factorising(solver, what):
+            solver.set_operator(A_II, same_pattern=same_pattern)
+
+    @contextlib.contextmanager
+    def _factorising(self, solver: DirichletSolver, what: str | Where) -> Iterator[None]:
+        """Time a factorisation in ``solver``; its errors name the cell."""
         t0 = solver.petsc_seconds
         try:
-            solver.set_operator(A_II, same_pattern=same_pattern)
+            yield
         except solvers.SolverError as err:
             raise solvers.SolverError(f"local problem on {what}: {err}. Check that the "
                                       f"coefficient is positive there.") from err
-        self.t_petsc += solver.petsc_seconds - t0
+        finally:
+            self.t_petsc += solver.petsc_seconds - t0
 
     def solve(self, solver: DirichletSolver, rhs: np.ndarray, what: str | Where) -> np.ndarray:
         """Solve with the factorisation in ``solver`` for all columns of ``rhs`` (timed)."""
@@ -678,21 +783,114 @@ class PatchEngine:
         psi[:, pm.boundary] = G.reshape(B, nB, -1)
         if nI == 0:  # (a coarse tetrahedron with M = 1 has no interior dof)
             return psi
-        A0 = sp.csr_matrix((data[0], *pm.block_pattern_arrays()), shape=pm.matrix_shape)
-        csr, shape = block_diagonal(pm.block_pattern(A0, "II"), data)
-        A_II = PETSc.Mat().createAIJ(shape, csr=csr, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+        chunk = max(1, self.BATCH_UNKNOWNS // nI)  # factorisations of about 8k unknowns
+        if B > chunk:
+            G = G.reshape(B, nB, -1)
+            for k in range(0, B, chunk):
+                part = slice(k, k + chunk)
+                psi[part] = self.dirichlet_batch(pm, data[part],
+                                                 G[part].reshape(-1, G.shape[2]), what)
+            return psi
+        II, IB = (self.block_diagonal(pm, B, block) for block in ("II", "IB"))
         key = (id(pm), B)
         solver = self.batch_solvers.get(key)
         if solver is None:
             solver = self.batch_solvers[key] = self.solver()
-            self.factorise(solver, A_II, what)
-        else:
-            self.factorise(solver, A_II, what, same_pattern=True)
-        A_II.destroy()
-        csr, shape = block_diagonal(pm.block_pattern(A0, "IB"), data)
-        A_IB = sp.csr_matrix((csr[2], csr[1], csr[0]), shape=shape)
-        X = self.solve(solver, -(A_IB @ G), what)
+        with self._factorising(solver, what):  # (numeric phase only after the first batch)
+            solver.set_values(II.indptr, II.indices, II.values(data))
+        X = self.solve(solver, -(IB.csr(data) @ G), what)
         psi[:, pm.interior] = X.reshape(B, nI, -1)
+        return psi
+
+    def block_diagonal(self, pm: PatchMesh, B: int, block: str) -> BlockDiagonal:
+        """The (cached) pattern of ``B`` copies of block ``"II"``/``"IB"``/``"all"`` of ``pm``."""
+        key = (id(pm), B, block)
+        if key not in self.batch_patterns:
+            self.batch_patterns[key] = BlockDiagonal(pm.block_pattern(None, block), B,
+                                                     len(pm.block_pattern_arrays()[0]))
+        return self.batch_patterns[key]
+
+    # ------------------------------------------------------------------ patches from K
+    def cell_values(self, cells: np.ndarray | list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(matrix values, load) of coarse cells ``cells`` on their K-mesh (cached).
+
+        Each cell is assembled once per rank and build (:attr:`region_cache`), in the
+        pattern of :meth:`PatchMesh.block_pattern_arrays` of the K-mesh.
+        """
+        h = self.hierarchy
+        cache = self.region_cache.setdefault("K values", {})
+        missing = [int(c) for c in cells if int(c) not in cache]
+        if missing:
+            K = self.patch_mesh((h.M,) * h.dim)
+            squares = np.array(np.unravel_index(np.array(missing) // h.n_sub, h.N,
+                                                order="F")).T
+            for c, sq in zip(missing, squares):
+                K.move_to(h.lower + sq * h.M * h.h)
+                cache[c] = (K.assemble_values(), K.load())
+        return [cache[int(c)] for c in cells]
+
+    def summed_patch_values(self, S: PatchMesh, patch: Patch) -> np.ndarray:
+        r"""CSR values (pattern of ``S``) of the fine matrix of :math:`a` on ``patch``.
+
+        For a patch that is a union of whole coarse cells K_j:
+        :math:`A_S = \sum_j R_j^T A_{K_j} R_j` -- every fine cell assembled once per rank
+        (:meth:`cell_values`), no assembly on the patch. Quadrilateral/hexahedral
+        hierarchies.
+        """
+        h = self.hierarchy
+        cells = h.patch_coarse_cells(patch)  # sorted lattice ids = F order of the squares
+        key = ("sum", S.shape)
+        if key not in S.cache:
+            S.cache[key] = self._summation(S, patch)
+        T = S.cache[key]
+        values = np.concatenate([v for v, _ in self.cell_values(cells)])
+        return T @ values
+
+    def _summation(self, S: PatchMesh, patch: Patch) -> sp.csr_matrix:
+        """The 0/1 matrix adding the K-matrices of the cells of ``patch`` into S's pattern."""
+        h = self.hierarchy
+        deg, bs = self.problem.degree, self.bs
+        K = self.patch_mesh((h.M,) * h.dim)
+        k_indices, k_indptr = K.block_pattern_arrays()
+        s_indices, s_indptr = S.block_pattern_arrays()
+        nS = S.matrix_shape[0]
+        s_rows = np.repeat(np.arange(nS), np.diff(s_indptr))
+        s_keys = s_rows * nS + s_indices  # sorted: CSR rows, columns sorted within rows
+        k_rows = np.repeat(np.arange(K.matrix_shape[0]), np.diff(k_indptr))
+        k_dofs = np.arange(K.matrix_shape[0])
+        lo = np.array(patch.lo) // h.M
+        hi = -(-np.array(patch.hi) // h.M)
+        squares = np.array(np.unravel_index(np.arange(int(np.prod(hi - lo))), hi - lo,
+                                            order="F")).T
+        rows, cols = [], []
+        for j, sq in enumerate(squares):  # K's dofs -> S's dofs for K at offset sq
+            node = K.dof_index[k_dofs // bs] + sq * h.M * deg
+            blocks = S.lookup[np.ravel_multi_index(tuple(node.T), S.node_shape, order="F")]
+            to_S = blocks * bs + k_dofs % bs
+            keys = to_S[k_rows] * nS + to_S[k_indices]
+            at = np.searchsorted(s_keys, keys)
+            assert np.array_equal(s_keys[np.minimum(at, len(s_keys) - 1)], keys), \
+                "K's pattern is not contained in the patch's"
+            rows.append(at)
+            cols.append(j * len(k_indices) + np.arange(len(k_indices)))
+        rows_a, cols_a = np.concatenate(rows), np.concatenate(cols)
+        return sp.csr_matrix((np.ones(len(rows_a)), (rows_a, cols_a)),
+                             shape=(len(s_indices), len(squares) * len(k_indices)))
+
+    def dirichlet_values(self, pm: PatchMesh, values: np.ndarray, G: np.ndarray,
+                         what: str | Where) -> np.ndarray:
+        r""":meth:`dirichlet` with the patch matrix given by its CSR ``values``."""
+        pos, indptr, indices, _ = pm.block_pattern(None, "II")
+        psi = np.empty((len(pm.interior) + len(pm.boundary), G.shape[1]))
+        psi[pm.boundary] = G
+        if not len(pm.interior):
+            return psi
+        solver = self.solver(pm)
+        with self._factorising(solver, what):
+            solver.set_values(indptr, indices, values[pos])
+        pos, indptr, indices, shape = pm.block_pattern(None, "IB")
+        A_IB = sp.csr_matrix((values[pos], indices, indptr), shape=shape)
+        psi[pm.interior] = self.solve(solver, -(A_IB @ G), what)
         return psi
 
     def interior_solve(self, pm: PatchMesh, rhs: np.ndarray, what: str) -> np.ndarray:

@@ -34,6 +34,7 @@ from typing import Any
 import dolfinx
 import numpy as np
 import ufl
+import ufl.algorithms
 
 from msfem import _runtime  # noqa: F401
 from msfem.coefficients import Field, FieldOnMesh, as_ufl
@@ -288,6 +289,11 @@ class Discretisation:
             L = ufl.inner(zero, v) * ufl.dx
         self.L_ufl = self._with_quadrature(L)
         self.L = dolfinx.fem.form(self.L_ufl)
+        #: L(v) does not change when the mesh is translated (cell integrals of constants
+        #: only: no x, no functions on the mesh), so patch meshes may reuse its vector.
+        self.L_translation_invariant = not ds_terms and not \
+            ufl.algorithms.extract_coefficients(self.L_ufl) and not \
+            ufl.algorithms.extract_type(self.L_ufl, ufl.classes.SpatialCoordinate)
 
     def _with_quadrature(self, form: ufl.Form) -> ufl.Form:
         q = self.problem.quadrature_degree
@@ -314,10 +320,13 @@ class Discretisation:
         for f in list(self.fields.values()) + self._sources:
             f.refresh()
 
+    def energy_ufl(self, w: dolfinx.fem.Function) -> ufl.Form:
+        """The UFL functional :math:`a(w, w)` with msfem's quadrature degree."""
+        return self._with_quadrature(self.problem.bilinear(w, w, **self.coefficient_expressions()))
+
     def energy_form(self, w: dolfinx.fem.Function) -> dolfinx.fem.Form:
         """The functional :math:`a(w, w)` (the squared energy norm of ``w``)."""
-        return dolfinx.fem.form(self._with_quadrature(
-            self.problem.bilinear(w, w, **self.coefficient_expressions())))
+        return dolfinx.fem.form(self.energy_ufl(w))
 
     def dirichlet_bcs(self) -> list[dolfinx.fem.DirichletBC]:
         """DOLFINx Dirichlet conditions on the facets of ∂Ω selected by the markers."""

@@ -129,12 +129,13 @@ class MultiscaleSpace:
     def engine(self) -> PatchEngine:
         """The per-rank engine of local problems (collective on first call)."""
         if self._engine is None:
-            # spaces built before hold COMM_SELF meshes and solvers in reference cycles; free
-            # them every few engines: MPICH has 2048 communicators, and a sweep of spaces in
-            # one process would run out of them (or crash inside MUMPS) before the cycle
-            # collector runs (every 4th engine: a collection costs ~30 ms)
+            # spaces built before may hold COMM_SELF meshes in reference cycles (dolfinx's
+            # Function.interpolate makes some); free them every few engines: MPICH has 2048
+            # communicators, and a sweep of spaces in one process would run out of them (or
+            # crash inside MUMPS) before the cycle collector runs. msfem's own patch meshes
+            # are freed by reference counting; a collection costs 30-60 ms.
             _ENGINES[0] += 1
-            if _ENGINES[0] % 4 == 0:
+            if _ENGINES[0] % 16 == 0:
                 gc.collect()
             self._engine = PatchEngine(self.hierarchy, self.problem, self.coarse,
                                        self.petsc_options)
@@ -191,9 +192,7 @@ class MultiscaleSpace:
         # instead of leaving the others waiting in the next collective call
         with dolfinx.common.Timer("~msfem: offline (local problems)"), collective(h.comm):
             self.elements = [e for chunk in map(one, batches) for e in chunk]
-        with dolfinx.common.Timer("~msfem: offline (downscaling map)"):
-            self._fine_map = None
-            self.fine_map()  # element dofs <-> distributed fine dofs, for reconstruction
+        self._fine_map = None  # built on first use (reconstruction; collective there)
         self.timings["offline"] = h.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         self.timings["offline_rank"] = time.perf_counter() - t0
         self.timings["local_petsc"] = engine.t_petsc

@@ -436,8 +436,9 @@ class _CellEnergy:
         self.V0 = dolfinx.fem.functionspace(pm.mesh, ("DG", 0))
         self.w = dolfinx.fem.Function(pm.V)
         q = ufl.TestFunction(self.V0)
-        a = pm.disc.a_ufl  # the user's form with msfem's quadrature degree
-        energy = ufl.replace(a, {arg: self.w for arg in a.arguments()})
+        # a(w, w): the user's form with msfem's quadrature degree (not ufl.replace, whose
+        # reference cycles would keep the patch mesh alive until a garbage collection)
+        energy = pm.disc.energy_ufl(self.w)
         form = sum(itg.integrand() * q * ufl.Measure(itg.integral_type(), domain=pm.mesh,
                                                      metadata=itg.metadata())
                    for itg in energy.integrals())

@@ -63,7 +63,6 @@ from msfem.patches import (
     PatchEngine,
     PatchMesh,
     Where,
-    block_diagonal,
     blocked,
     metric_forms,
     nodal_functions,
@@ -275,6 +274,8 @@ class MsFEM(Method):
         if engine.unstructured:
             engine.gather_patches(self.layers(h))
             return
+        if self._summed(engine):
+            return  # patches are sums of K-matrices (no fine operator needed)
         placements = {}
         for c in cells:
             patch = self.patch(h, int(c))
@@ -294,6 +295,8 @@ class MsFEM(Method):
             return self._local_unstructured(cell, engine)
         if engine.problem.holes is not None:
             return self._local_perforated(cell, engine)
+        if self._summed(engine):
+            return self._local_summed(cell, engine)
         h = engine.hierarchy
         bs = engine.bs
         patch = self.patch(h, cell)
@@ -319,7 +322,15 @@ class MsFEM(Method):
             psi, A_csr = engine.dirichlet(S, G, what, lo=patch.lo if oversampled else None)
             if self.oversampling(h).sampling_region is not None:
                 engine.region_cache["msfem"] = ((region, self.params), psi)
-        # restrict to K (K-mesh dof order) and normalise: φ_i(x_k) = δ_ik
+        phi = self._restrict(psi, S, Kmesh, patch, K_vertices, engine, cell)
+        if A_csr is None or oversampled:
+            A_csr = to_csr(Kmesh.assemble())
+        return self._element(cell, engine, Kmesh, phi, A_csr, K_vertices)
+
+    def _restrict(self, psi: np.ndarray, S: PatchMesh, Kmesh: PatchMesh, patch: Patch,
+                  K_vertices: np.ndarray, engine: PatchEngine, cell: int) -> np.ndarray:
+        r"""Restrict the patch functions to K (K-mesh order), normalised: φ_i(x_k) = δ_ik."""
+        bs = engine.bs
         if S is Kmesh:
             psi_K = psi
         else:
@@ -333,10 +344,37 @@ class MsFEM(Method):
             raise solvers.SolverError(
                 f"the oversampled functions of coarse cell {cell} are linearly dependent at its "
                 f"vertices; reduce the oversampling") from err
-        phi = psi_K @ C
-        if A_csr is None or oversampled:
-            A_csr = to_csr(Kmesh.assemble())
-        return self._element(cell, engine, Kmesh, phi, A_csr, K_vertices)
+        return psi_K @ C
+
+    def _summed(self, engine: PatchEngine) -> bool:
+        """Oversampled patches assembled from K-matrices (:meth:`PatchEngine.summed_patch_values`).
+
+        Whole coarse layers around K on a quadrilateral/hexahedral lattice: the patch is a
+        union of coarse cells, each assembled once per rank.
+        """
+        h = engine.hierarchy
+        layers = self.layers(h)
+        return not engine.unstructured and layers > 0 and layers % h.M == 0 and \
+            h.n_sub == 1 and self.oversampling(h).sampling_region is None and \
+            engine.problem.holes is None and self.boundary != "none"
+
+    def _local_summed(self, cell: int, engine: PatchEngine) -> ElementData:
+        """:meth:`local` for :meth:`_summed` patches: no assembly on the patch."""
+        h = engine.hierarchy
+        patch = self.patch(h, cell)
+        S = engine.patch_mesh(patch.shape)
+        A_S = engine.summed_patch_values(S, patch)  # (moves the K-mesh)
+        values, load = engine.cell_values([cell])[0]
+        S.place(h.lower + np.array(patch.lo) * h.h)
+        Kmesh = engine.patch_mesh((h.M,) * h.dim)
+        Kmesh.place(h.lower + np.array(patch.cell_lo) * h.h)
+        K_vertices = h.coarse_vertices(cell)
+        G = self._boundary_data(S, patch, K_vertices, h, engine.bs, engine)
+        psi = engine.dirichlet_values(S, A_S, G, Where(cell, K_vertices))
+        phi = self._restrict(psi, S, Kmesh, patch, K_vertices, engine, cell)
+        indices, indptr = Kmesh.block_pattern_arrays()
+        A_K = sp.csr_matrix((values, indices, indptr), shape=Kmesh.matrix_shape)
+        return self._element(cell, engine, Kmesh, phi, A_K, K_vertices, load)
 
     def local_batch(self, cells: np.ndarray, engine: PatchEngine) -> list[ElementData]:
         r"""Element data of several cells; S = K on a structured hierarchy is batched.
@@ -348,13 +386,15 @@ class MsFEM(Method):
         :math:`W_K^T A_K \phi_K` one sparse product. Equal to :meth:`local` per cell.
         """
         h = engine.hierarchy
+        if self._summed(engine):
+            return [self._local_summed(int(c), engine) for c in cells]
         if engine.unstructured or self.layers(h) > 0 or self.boundary == "none" or \
                 len(cells) < 2 or self.params.coarse_quadrature != "galerkin" or \
                 engine.problem.holes is not None:
             return [self.local(int(c), engine) for c in cells]
         groups: dict[int, list[int]] = {}
-        for c in cells:
-            groups.setdefault(h.coarse_square(int(c))[1], []).append(int(c))
+        for c, sub in zip(np.asarray(cells).tolist(), (np.asarray(cells) % h.n_sub).tolist()):
+            groups.setdefault(sub, []).append(c)
         out: dict[int, ElementData] = {}
         for group in groups.values():
             for e in self._batch(group, engine):
@@ -364,16 +404,24 @@ class MsFEM(Method):
     def _batch(self, cells: list[int], engine: PatchEngine) -> list[ElementData]:
         """:meth:`local_batch` for cells of one Kuhn sub-simplex (or one box shape)."""
         h, bs = engine.hierarchy, engine.bs
-        data, loads, Gs, lattice = [], [], [], []
-        for c in cells:
-            patch = h.patch(c, 0)
-            K = engine.coarse_cell(c)  # the same mesh for every cell of the group
-            data.append(K.assemble_values())
-            loads.append(K.load())
-            Gs.append(self._boundary_data(K, patch, h.coarse_vertices(c), h, bs, engine))
-            lattice.append(K.lattice_ids())
-        D = np.array(data)
-        psi = engine.dirichlet_batch(K, D, np.vstack(Gs),
+        K = engine.coarse_cell(cells[0])  # the same mesh for every cell of the group
+        squares = np.array(np.unravel_index(np.asarray(cells) // h.n_sub, h.N, order="F")).T
+        origins = h.lower + squares * h.M * h.h  # as coarse_cell places K
+        n = K.matrix_shape[0]
+        D = np.empty((len(cells), len(K.block_pattern_arrays()[0])))
+        loads = np.empty((len(cells), n))
+        Gs = []
+        polynomial = self.boundary == "polynomial"  # the same data for every cell
+        for k, c in enumerate(cells):
+            K.move_to(origins[k])
+            D[k] = K.assemble_values()
+            loads[k] = K.load()
+            if k == 0 or not polynomial:
+                Gs.append(self._boundary_data(K, h.patch(c, 0), h.coarse_vertices(c), h, bs,
+                                              engine))
+        G = np.vstack(Gs) if not polynomial else np.tile(Gs[0], (len(cells), 1))
+        lattice = K.lattice_ids_at(origins)
+        psi = engine.dirichlet_batch(K, D, G,
                                      f"the local problems of coarse cells {cells[0]}..."
                                      f"{cells[-1]} (shape {K.shape})")
         vertices = h.coarse_vertices(cells[-1])  # same position in K for every cell
@@ -386,15 +434,13 @@ class MsFEM(Method):
                 f"dependent at the vertices") from err
         phi = psi @ C
         indices, indptr = K.block_pattern_arrays()
-        n = K.matrix_shape[0]
-        csr, shape = block_diagonal((np.arange(len(indices)), indptr, indices, (n, n)), D)
-        A_blk = sp.csr_matrix((csr[2], csr[1], csr[0]), shape=shape)
+        A_blk = engine.block_diagonal(K, len(cells), "all").csr(D)
         B, m = len(cells), phi.shape[2]
         A_phi = (A_blk @ phi.reshape(B * n, m)).reshape(B, n, m)
         W = phi if self.galerkin else np.broadcast_to(
             self._nodal(K, vertices, h, bs), phi.shape)
         A_e = np.einsum("bni,bnj->bij", W, A_phi)
-        b_e = np.einsum("bni,bn->bi", W, np.array(loads))
+        b_e = np.einsum("bni,bn->bi", W, loads)
         metrics = K.metric_matrices()
         out = []
         for k, c in enumerate(cells):
@@ -425,15 +471,19 @@ class MsFEM(Method):
         return Kmesh.cache[key]
 
     def _element(self, cell: int, engine: PatchEngine, Kmesh: PatchMesh, phi: np.ndarray,
-                 A_K, K_vertices: np.ndarray) -> ElementData:
-        r"""Element matrix :math:`a_K(\phi_j, w_i)` and load :math:`L_K(w_i)`."""
+                 A_K, K_vertices: np.ndarray, load: np.ndarray | None = None) -> ElementData:
+        r"""Element matrix :math:`a_K(\phi_j, w_i)` and load :math:`L_K(w_i)`.
+
+        ``load``: K's fine load vector, if already assembled.
+        """
         h = engine.hierarchy
         W = self._nodal(Kmesh, K_vertices, h, engine.bs) if not self.galerkin else phi
         dofs = engine.cell_dofs[int(cell)]
         if self.params.coarse_quadrature == "centred":
             A_e, b_e = self._centred(engine, Kmesh, phi, W)
         else:
-            A_e, b_e = W.T @ (A_K @ phi), W.T @ Kmesh.load()
+            A_e = W.T @ (A_K @ phi)
+            b_e = W.T @ (Kmesh.load() if load is None else load)
         return ElementData(cell=int(cell), rows=dofs, cols=dofs, A=A_e, b=b_e,
                            fine_dofs=Kmesh.lattice_ids(), trial=phi,
                            test=None if self.galerkin else W, energy=A_K,
