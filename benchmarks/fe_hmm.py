@@ -21,6 +21,7 @@ import time
 
 import msfem  # first: it imports dolfinx_solver before dolfinx
 import numpy as np
+import scipy.sparse as sp
 from mpi4py import MPI
 from petsc4py import PETSc
 
@@ -62,8 +63,9 @@ t_off, (t_asm, t_sol, n_micro), space = build(comm)
 # the floor: factorise + solve the reduced matrix of one sampling domain, same options
 micro = space.method._micro  # noqa: SLF001 (benchmark: the method's own micro domains)
 micro.effective(np.array([[0.5, 0.5]]), lambda k: "benchmark")
-A_red, rhs, m = micro.last  # the batch's reduced system: its first domain's block
-A, rhs = A_red[:m, :m], rhs[:m]
+data, indptr, indices, size, rhs, m = micro.last  # the batch's reduced system
+A_red = sp.csr_matrix((data, indices, indptr), shape=(size, size))
+A, rhs = A_red[:m, :m], rhs[:m]  # its first domain's block
 A = A.tocsr()
 A.sort_indices()
 mat = PETSc.Mat().createAIJ(A.shape, csr=(A.indptr, A.indices, A.data), comm=MPI.COMM_SELF)

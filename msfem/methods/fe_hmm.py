@@ -360,17 +360,72 @@ class _CoefficientModel:
             u.x.array[:] = x
         return cls(dom, fields, A0.data, terms, (A0.indices, A0.indptr, A0.shape))
 
-    def matrix(self, corners: np.ndarray) -> sp.csr_matrix:
-        """The micro matrix with the copies' corners at ``corners`` (copies, d)."""
+    def cell_values(self, corners: np.ndarray) -> list[np.ndarray]:
+        """Each field's value at the cell midpoints, copies' corners at ``corners``."""
         x = self.mid_local + corners[self.cell_copy]
         X = np.zeros((3, len(x)))
         X[: x.shape[1]] = x.T
+        return [np.asarray(f.field.evaluate(X), dtype=float).ravel() for f in self.fields]
+
+    def matrix(self, corners: np.ndarray) -> sp.csr_matrix:
+        """The micro matrix with the copies' corners at ``corners`` (copies, d)."""
         data = self.A0.copy()
-        for f, (pos, cell, values) in zip(self.fields, self.terms):
-            a = np.asarray(f.field.evaluate(X), dtype=float).ravel()
+        for a, (pos, cell, values) in zip(self.cell_values(corners), self.terms):
             data += np.bincount(pos, weights=a[cell] * values, minlength=len(data))
         indices, indptr, shape = self.pattern
         return sp.csr_matrix((data, indices, indptr), shape=shape)
+
+    def reduced(self, dom: _SamplingDomain) -> tuple[sp.csr_matrix, np.ndarray]:
+        r"""The batch's reduced system as one linear map of the cells' coefficient values.
+
+        With :math:`A = A_0 + \sum_c a_c K_c` everything the batch needs is affine in the
+        values :math:`a_c`: the reduced matrix :math:`R^T A R` (CSR values in ``dom``'s
+        reduction pattern), the right-hand sides :math:`-R^T A P` and, per copy,
+        :math:`P^T A P`. Returns (M, y0) with ``[values, rhs, PᵀAP] = M a + y0``.
+        """
+        red, pattern = dom._reduction
+        assert pattern is not None, "the reduction pattern comes from the first batch"
+        keep, target, _, r_indices, _ = pattern
+        nnz_red, P = len(r_indices), dom.P_aff_b
+        k, B = P.shape[1], dom.copies
+        n_rhs = int(red.max() + 1) * k
+        indices, indptr, shape = self.pattern
+        row_of = np.repeat(np.arange(shape[0]), np.diff(indptr))
+        to_red = np.full(len(self.A0), -1, dtype=np.int64)
+        to_red[np.flatnonzero(keep)] = target
+        n_cells = len(self.cell_copy)
+        rows, cols, vals = [], [], []
+        for fi, (pos, cell, values) in enumerate(self.terms):
+            col = fi * n_cells + cell
+            r, c = row_of[pos], indices[pos]
+            t = to_red[pos]
+            ok = t >= 0
+            rows.append(t[ok])
+            cols.append(col[ok])
+            vals.append(values[ok])
+            rr = red[r]
+            ok = rr >= 0
+            for j in range(k):  # rhs[red(r), j] -= A_rc P[c, j]
+                rows.append(nnz_red + rr[ok] * k + j)
+                cols.append(col[ok])
+                vals.append(-values[ok] * P[c[ok], j])
+            for i in range(k):  # (PᵀAP)_ij of the cell's copy, summed per cell first
+                for j in range(k):
+                    g = np.bincount(cell, weights=values * P[r, i] * P[c, j],
+                                    minlength=n_cells)
+                    rows.append(nnz_red + n_rhs + self.cell_copy * k * k + i * k + j)
+                    cols.append(fi * n_cells + np.arange(n_cells))
+                    vals.append(g)
+        M = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(nnz_red + n_rhs + B * k * k, len(self.terms) * n_cells))
+        A0 = sp.csr_matrix((self.A0, indices, indptr), shape=shape)
+        A0P = A0 @ P
+        y0 = np.concatenate([
+            np.bincount(target, weights=self.A0[keep], minlength=nnz_red),
+            -(dom.Rb.T @ A0P).ravel(),
+            np.einsum("bnj,bnl->bjl", dom.P_box,
+                      A0P[dom.order].reshape(B, -1, k)).ravel()])
+        return M, y0
 
 
 def _colour(x_cells: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -427,7 +482,7 @@ class _SamplingDomain:
     MAX_MODEL_ENTRIES = 20_000_000
 
     def __init__(self, hierarchy, problem: Problem, params: FEHMMParameters,
-                 copies: int = 32):
+                 copies: int = 16):
         eps = scale(problem)
         assert eps is not None
         d, bs = hierarchy.dim, problem.block_size
@@ -507,17 +562,23 @@ class _SamplingDomain:
         self.Rb = Rb
         self.P_aff_b = np.tile(self.P_aff, (copies, 1))[box]
         self.order = np.argsort(box)  # batch dofs in box order (copy-major)
+        self.dof_copy = box // (nb * bs)  # the copy of every batch dof
         self._reduction: tuple[np.ndarray, tuple | None] = (red, None)
         self.solver = DirichletSolver(symmetric=problem.is_symmetric, prefix="msfem_micro_")
-        self.solver = DirichletSolver(symmetric=problem.is_symmetric, prefix="msfem_micro_")
-        self._pattern = False
+        # the affine data per copy, (copies, n, k) in box order (E = Pᵀ A U per copy)
+        self.P_box = self.P_aff_b[self.order].reshape(copies, nb * bs, -1)
         self.t_assemble = self.t_solve = 0.0
         self.count = 0
         self.model = _CoefficientModel.build(self) if piecewise_constant(self.disc) else None
         self._validated = False
+        self._linear: tuple[sp.csr_matrix, np.ndarray] | None = None
 
-    def _reduce(self, A: sp.csr_matrix) -> sp.csr_matrix:
-        """:math:`R^T A R` by one scatter-add of A's values (the pattern computed once)."""
+    def _reduce(self, A: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """:math:`R^T A R` by one scatter-add of A's values (the pattern computed once).
+
+        Returns its CSR (values, indptr, indices, size); the index arrays are the same
+        objects on every call.
+        """
         red, pattern = self._reduction
         if pattern is None:
             rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
@@ -526,12 +587,41 @@ class _SamplingDomain:
             m = int(red.max()) + 1
             flat = r[keep] * m + c[keep]
             unique, target = np.unique(flat, return_inverse=True)
-            indptr = np.searchsorted(unique // m, np.arange(m + 1)).astype(np.int64)
-            pattern = (keep, target, indptr, (unique % m).astype(np.int64), m)
+            indptr = np.searchsorted(unique // m, np.arange(m + 1)).astype(PETSc.IntType)
+            pattern = (keep, target, indptr, (unique % m).astype(PETSc.IntType), m)
             self._reduction = (red, pattern)
         keep, target, indptr, indices, m = pattern
         data = np.bincount(target, weights=A.data[keep], minlength=len(indices))
-        return sp.csr_matrix((data, indices, indptr), shape=(m, m))
+        return data, indptr, indices, m
+
+    def _solve_linear(self, corners: np.ndarray, n: int, t0: float, what) -> np.ndarray:
+        r""":meth:`_batch` from :meth:`_CoefficientModel.reduced` (symmetric forms).
+
+        :math:`E = P^T A U = P^T A P - \mathrm{rhs}^T X` per copy (see :meth:`_batch`).
+        """
+        assert self._linear is not None and self.model is not None
+        M, y0 = self._linear
+        y = M @ np.concatenate(self.model.cell_values(corners)) + y0
+        _, pattern = self._reduction
+        assert pattern is not None
+        _, _, indptr, indices, _ = pattern
+        nnz, (B, k), m = len(indices), (self.copies, self.P_aff.shape[1]), self.R1.shape[1]
+        rhs = y[nnz:nnz + B * m * k].reshape(B * m, k)
+        PtAP = y[nnz + B * m * k:].reshape(B, k, k)
+        t1 = time.perf_counter()
+        self.t_assemble += t1 - t0
+        self.last = (y[:nnz], indptr, indices, B * m, rhs, m)
+        try:
+            self.solver.set_values(indptr, indices, y[:nnz])
+            X = self.solver.solve(rhs)
+        except solvers.SolverError as err:
+            raise solvers.SolverError(f"fe-hmm: micro problems of the {what(0)} ... (batch of "
+                                      f"{n}): {err}; is the coefficient positive there?") from err
+        E = PtAP - np.einsum("bmj,bml->bjl", rhs.reshape(B, m, k), X.reshape(B, m, k))
+        E /= self.volume
+        self.t_solve += time.perf_counter() - t1
+        self.count += n
+        return E[:n]
 
     def effective(self, centres: np.ndarray, what) -> np.ndarray:
         """:math:`E` of the sampling domains centred at ``centres`` (n, d); (n, k, k)."""
@@ -547,6 +637,8 @@ class _SamplingDomain:
         B, d = self.copies, centres.shape[1]
         where = np.vstack([centres, np.repeat(centres[-1:], B - len(centres), axis=0)])
         corners = where - self.delta / 2
+        if self._linear is not None:  # the reduced system from the cells' coefficients
+            return self._solve_linear(corners, len(centres), t0, what)
         if self.model is not None and self._validated:
             A = self.model.matrix(corners)  # the matrix from the coefficients' cell values
         else:
@@ -562,30 +654,32 @@ class _SamplingDomain:
                 if np.abs(self.model.matrix(corners).data - A.data).max() > 1e-12 * scale:
                     self.model = None  # the form is not affine in its sampled coefficients
                 self._validated = True
-        A_red = self._reduce(A)
-        rhs = -(self.Rb.T @ (A @ self.P_aff_b))
-        mat = PETSc.Mat().createAIJ(A_red.shape, csr=(
-            A_red.indptr.astype(PETSc.IntType), A_red.indices.astype(PETSc.IntType),
-            A_red.data), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+        data, indptr, indices, size = self._reduce(A)
+        AP = A @ self.P_aff_b
+        rhs = -(self.Rb.T @ AP)
         t1 = time.perf_counter()
         self.t_assemble += t1 - t0
         m = self.R1.shape[1]
-        self.last = (A_red, rhs, m)  # the last batch's system (benchmarks slice it)
+        self.last = (data, indptr, indices, size, rhs, m)  # (benchmarks slice the system)
         try:
-            self.solver.set_operator(mat, same_pattern=self._pattern)
+            self.solver.set_values(indptr, indices, data)  # numeric phase after the first
             X = self.solver.solve(rhs)
         except solvers.SolverError as err:
             raise solvers.SolverError(f"fe-hmm: micro problems of the {what(0)} ... (batch of "
                                       f"{len(centres)}): {err}; is the coefficient positive "
                                       f"there?") from err
-        finally:
-            mat.destroy()
-        self._pattern = True
-        U = self.P_aff_b + self.Rb @ X  # (B n, k): column j = affine datum j in every copy
-        AU = A @ U
         n, k = self.P_aff.shape
-        U, AU = U[self.order].reshape(B, n, k), AU[self.order].reshape(B, n, k)
-        E = np.einsum("bnj,bnl->bjl", U, AU) / self.volume
+        APr = AP[self.order].reshape(B, n, k)
+        E = np.einsum("bnj,bnl->bjl", self.P_box, APr)  # Pᵀ A P per copy
+        if self.problem.is_symmetric:
+            # E = Pᵀ A U with U = P + R X and Rᵀ A U = 0; Pᵀ A R X = (Rᵀ A P)ᵀ X = -rhsᵀ X
+            E -= np.einsum("bmj,bml->bjl", rhs.reshape(B, m, k), X.reshape(B, m, k))
+        else:
+            ARX = (A @ (self.Rb @ X))[self.order].reshape(B, n, k)
+            E += np.einsum("bnj,bnl->bjl", self.P_box, ARX)
+        E /= self.volume
         self.t_solve += time.perf_counter() - t1
+        if self.model is not None and self._validated and self.problem.is_symmetric:
+            self._linear = self.model.reduced(self)  # later batches: one product
         self.count += len(centres)
         return E[: len(centres)]
