@@ -58,7 +58,8 @@ def rigid_body_modes(V: dolfinx.fem.FunctionSpace) -> PETSc.NullSpace:
     return nsp
 
 
-def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
+def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh,
+                       resolution: bool = True) -> None:
     r"""Collectively refuse non-positive coefficients and warn about unresolved scales.
 
     Every coefficient the problem declares positive
@@ -67,7 +68,7 @@ def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
     eigenvalue of its symmetric part, :func:`~msfem.coefficients.smallest_eigenvalue`),
     sampled at the owned cell midpoints; the others (e.g. a reaction coefficient
     :math:`c \ge 0`) are not checked. The warning is issued when a field's scale ε is not
-    resolved by the mesh.
+    resolved by the mesh (``resolution=False``: not checked).
     """
     tdim = mesh.topology.dim
     n = mesh.topology.index_map(tdim).size_local
@@ -94,6 +95,8 @@ def check_coefficients(problem: Problem, mesh: dolfinx.mesh.Mesh) -> None:
     errors = [e for e in mesh.comm.allgather(error) if e]
     if errors:
         raise ValueError(errors[0])
+    if not resolution:
+        return
     h = mesh.comm.allreduce(float(mesh.h(tdim, np.arange(min(n, 1), dtype=np.int32)).max())
                             if n else 0.0, op=MPI.MAX)
     h_axis = h / np.sqrt(tdim)  # structured cells: diameter = sqrt(d) * h

@@ -165,7 +165,8 @@ class MultiscaleSpace:
         from msfem.fine import check_coefficients
 
         h = self.hierarchy
-        check_coefficients(self.problem, h.fine)  # collective: refuse a <= 0, warn unresolved
+        # collective: refuse a <= 0, warn when the fine mesh does not resolve ε
+        check_coefficients(self.problem, h.fine, self.method.fine_scale_on_hierarchy)
         t0 = time.perf_counter()
         engine = self.engine()
         engine.t_petsc = 0.0

@@ -121,6 +121,10 @@ class Method(abc.ABC):
     #: norms per cell); ``"sum"`` -- the elements' pieces (e.g. LOD's patch correctors)
     #: add up to one conforming function (errors in the global fine-space norms).
     reconstruction: ClassVar[str] = "broken"
+    #: Whether the local problems live on the hierarchy's fine mesh, which must then
+    #: resolve the coefficients' scale ε (warned otherwise). ``False`` for methods with
+    #: their own micro meshes (FE-HMM).
+    fine_scale_on_hierarchy: ClassVar[bool] = True
 
     def __init__(self, params: _Parameters | None = None, **kwargs: Any):
         if params is not None and kwargs:

@@ -94,6 +94,7 @@ class FEHMM(Method):
     name = "fe-hmm"
     Parameters = FEHMMParameters
     params: FEHMMParameters
+    fine_scale_on_hierarchy = False  # the micro meshes resolve ε (cells_per_eps)
 
     def __init__(self, params: FEHMMParameters | None = None, **kwargs: Any):
         super().__init__(params, **kwargs)
