@@ -43,7 +43,7 @@ from msfem import (
     solvers,
 )
 from msfem.local import DirichletSolver
-from msfem.mesh import Patch, RefinedHierarchy, create_lattice_mesh, locate_sub
+from msfem.mesh import RefinedHierarchy, create_lattice_mesh, locate_sub
 from msfem.problem import Problem
 from msfem.transfer import expand_blocks
 
@@ -829,25 +829,30 @@ class PatchEngine:
                 cache[c] = (K.assemble_values(), K.load())
         return [cache[int(c)] for c in cells]
 
-    def summed_patch_values(self, S: PatchMesh, patch: Patch) -> np.ndarray:
-        r"""CSR values (pattern of ``S``) of the fine matrix of :math:`a` on ``patch``.
+    def summed_patch_values(self, S: PatchMesh, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        r"""CSR values (pattern of ``S``) of the fine matrix of :math:`a` on a box patch.
 
-        For a patch that is a union of whole coarse cells K_j:
+        The patch is the union of the coarse squares ``lo <= sq < hi`` (per axis), so
         :math:`A_S = \sum_j R_j^T A_{K_j} R_j` -- every fine cell assembled once per rank
         (:meth:`cell_values`), no assembly on the patch. Quadrilateral/hexahedral
-        hierarchies.
+        hierarchies (one coarse cell per square).
         """
         h = self.hierarchy
-        cells = h.patch_coarse_cells(patch)  # sorted lattice ids = F order of the squares
+        squares = np.array(np.unravel_index(np.arange(int(np.prod(hi - lo))), hi - lo,
+                                            order="F")) + np.asarray(lo)[:, None]
+        cells = np.ravel_multi_index(tuple(squares), h.N, order="F")
         key = ("sum", S.shape)
         if key not in S.cache:
-            S.cache[key] = self._summation(S, patch)
+            S.cache[key] = self._summation(S, hi - lo)
         T = S.cache[key]
         values = np.concatenate([v for v, _ in self.cell_values(cells)])
         return T @ values
 
-    def _summation(self, S: PatchMesh, patch: Patch) -> sp.csr_matrix:
-        """The 0/1 matrix adding the K-matrices of the cells of ``patch`` into S's pattern."""
+    def _summation(self, S: PatchMesh, shape: np.ndarray) -> sp.csr_matrix:
+        """The 0/1 matrix adding the K-matrices of ``shape`` coarse squares into S's pattern.
+
+        Columns: the K-matrices' values one square after the other, first axis fastest.
+        """
         h = self.hierarchy
         deg, bs = self.problem.degree, self.bs
         K = self.patch_mesh((h.M,) * h.dim)
@@ -858,9 +863,7 @@ class PatchEngine:
         s_keys = s_rows * nS + s_indices  # sorted: CSR rows, columns sorted within rows
         k_rows = np.repeat(np.arange(K.matrix_shape[0]), np.diff(k_indptr))
         k_dofs = np.arange(K.matrix_shape[0])
-        lo = np.array(patch.lo) // h.M
-        hi = -(-np.array(patch.hi) // h.M)
-        squares = np.array(np.unravel_index(np.arange(int(np.prod(hi - lo))), hi - lo,
+        squares = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
                                             order="F")).T
         rows, cols = [], []
         for j, sq in enumerate(squares):  # K's dofs -> S's dofs for K at offset sq

@@ -65,7 +65,7 @@ from msfem import solvers
 from msfem.local import ConstrainedSolver
 from msfem.mesh import StructuredHierarchy
 from msfem.methods.base import ElementData, Method, Parameters, register
-from msfem.patches import PatchEngine, PatchMesh, Where, blocked, nodal_functions, to_csr
+from msfem.patches import PatchEngine, PatchMesh, Where, blocked, nodal_functions
 from msfem.transfer import expand_blocks
 
 #: Cell types with a Q1 coarse space (the quasi-interpolation is defined for them).
@@ -158,15 +158,9 @@ class LOD(Method):
         return hierarchy.lower + idx * hierarchy.H
 
     def prepare(self, engine: PatchEngine, cells: np.ndarray) -> None:
-        """Patch operators from one assembly of A_h; the patches' coarse dofs (collective)."""
+        """The patches' coarse dofs (collective; patch operators are sums of K-matrices)."""
         h = engine.hierarchy
-        placements, verts = {}, []
-        for c in cells:
-            lo, hi = self.patch_box(h, int(c))
-            shape = tuple(int(s) for s in (hi - lo) * h.M)
-            placements[(shape, tuple(lo))] = (engine.patch_mesh(shape), tuple(lo * h.M))
-            verts.append(self._vertices(h, lo, hi))
-        engine.extract_patches(list(placements.values()))
+        verts = [self._vertices(h, *self.patch_box(h, int(c))) for c in cells]
         x = np.concatenate(verts) if verts else np.zeros((0, h.dim))
         dofs = engine.coarse_space.vertex_dofs(x)  # one (collective) AO lookup
         sizes = np.cumsum([0] + [len(v) * engine.bs for v in verts])
@@ -178,11 +172,15 @@ class LOD(Method):
         h, bs, p = engine.hierarchy, engine.bs, engine.problem.degree
         lo, hi = self.patch_box(h, cell)
         pm = engine.patch_mesh(tuple(int(s) for s in (hi - lo) * h.M))
-        K = engine.coarse_cell(cell)
+        # the patch operator: the sum of its coarse cells' matrices (each assembled once)
+        A_U_csr = sp.csr_matrix((engine.summed_patch_values(pm, lo, hi),
+                                 *pm.block_pattern_arrays()), shape=pm.matrix_shape)
+        values, load_T = engine.cell_values([cell])[0]
+        K = engine.patch_mesh((h.M,) * h.dim)  # T's mesh (its position is not needed)
         K_vertices = h.coarse_vertices(cell)
         what = Where(cell, K_vertices)
         # T's matrix and nodal functions; right-hand sides a_T(λ_j, ·) on the patch
-        A_T = to_csr(K.assemble())
+        A_T = sp.csr_matrix((values, *K.block_pattern_arrays()), shape=K.matrix_shape)
         Lam_T = _cell_nodal(K, h, bs)
         in_patch = expand_blocks(pm.lookup[np.ravel_multi_index(
             tuple((K.dof_index + (np.array(h.coarse_square(cell)[0]) - lo) * h.M * p).T),
@@ -190,10 +188,7 @@ class LOD(Method):
         n_U = pm.matrix_shape[0]
         rhs = np.zeros((n_U, Lam_T.shape[1]))
         rhs[in_patch] = A_T @ Lam_T
-        # the patch operator (from the fine operator) and the constraints I_H w = 0
-        A_U = engine.patch_matrix(pm, tuple(lo * h.M))
-        A_U_csr = to_csr(A_U)
-        A_U.destroy()
+        # the constraints I_H w = 0
         key = self._touches(h, lo, hi)  # patches of one shape and position share patterns
         A_II = self._interior_block(pm, A_U_csr, key)
         C = self._constraints(engine, pm, lo, hi)
@@ -214,7 +209,7 @@ class LOD(Method):
         A_e = -(Lam_U.T @ (A_U_csr @ Q))
         A_e[at_T] += Lam_T.T @ (A_T @ Lam_T)
         b_e = np.zeros(len(rows))
-        b_e[at_T] = Lam_T.T @ K.load()
+        b_e[at_T] = Lam_T.T @ load_T
         trial = -Q
         trial[in_patch] += self._share(K, cell, h, p, bs)[:, None] * Lam_T
         return ElementData(cell=int(cell), rows=rows, cols=engine.cell_dofs[int(cell)], A=A_e,

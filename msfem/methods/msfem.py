@@ -363,7 +363,8 @@ class MsFEM(Method):
         h = engine.hierarchy
         patch = self.patch(h, cell)
         S = engine.patch_mesh(patch.shape)
-        A_S = engine.summed_patch_values(S, patch)  # (moves the K-mesh)
+        lo = np.array(patch.lo) // h.M
+        A_S = engine.summed_patch_values(S, lo, lo + np.array(patch.shape) // h.M)
         values, load = engine.cell_values([cell])[0]
         S.place(h.lower + np.array(patch.lo) * h.h)
         Kmesh = engine.patch_mesh((h.M,) * h.dim)
