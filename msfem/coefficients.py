@@ -421,6 +421,7 @@ class FieldOnMesh:
         self.field = fld
         expr = fld.symbolic(ufl.SpatialCoordinate(mesh))
         self.function: dolfinx.fem.Function | None = None
+        self._cells: tuple[np.ndarray, np.ndarray] | None = None
         if expr is None:
             shape = tuple(fld.shape)
             V = dolfinx.fem.functionspace(mesh, ("DG", 0, shape) if shape else ("DG", 0))
@@ -430,14 +431,30 @@ class FieldOnMesh:
         self.expr = expr
 
     def refresh(self) -> None:
-        """Re-sample the field on the (possibly moved) mesh."""
+        """Re-sample the field on the (possibly moved) mesh.
+
+        DG0 interpolation is the value at each cell's midpoint (the mean of its vertices:
+        the image of the reference midpoint for affine simplices and bilinear cells),
+        written straight into the function's array.
+        """
         if self.function is None:
             return
-        shape = tuple(self.field.shape)
-        self.function.interpolate(
-            lambda x: self.field.evaluate(x).reshape(int(np.prod(shape, dtype=int)), -1)
-            if shape else self.field.evaluate(x)
-        )
+        V = self.function.function_space
+        mesh = V.mesh
+        bs = int(np.prod(self.field.shape, dtype=int))
+        if mesh.geometry.cmaps[0].degree != 1:  # curved cells: dolfinx's interpolation
+            self.function.interpolate(lambda x: self.field.evaluate(x).reshape(bs, -1))
+            return
+        if self._cells is None:
+            tdim = mesh.topology.dim
+            imap = mesh.topology.index_map(tdim)
+            n = imap.size_local + imap.num_ghosts
+            self._cells = (mesh.geometry.dofmaps[0][:n], V.dofmap.list[:n, 0])
+        geometry, dof = self._cells
+        x = np.zeros((3, len(dof)))
+        x[: mesh.geometry.dim] = mesh.geometry.x[geometry, : mesh.geometry.dim].mean(axis=1).T
+        values = np.asarray(self.field.evaluate(x), dtype=float).reshape(bs, -1)
+        self.function.x.array.reshape(-1, bs)[dof] = values.T
 
 
 def as_ufl(fld: Field | float | Sequence[float] | Sequence[Sequence[float]],
