@@ -193,6 +193,7 @@ class _Factorisation:
         self.ksp: PETSc.KSP | None = None
         self._pattern: tuple[Array, Array] | None = None
         self._arrays: tuple[Array, Array, Array] | None = None  # set_values' shared storage
+        self._dense: tuple | None = None  # (shape, B buffer, X buffer, B Mat, X Mat)
         self._norm = 0.0
         #: Wall time spent inside PETSc's factorisation and solves (benchmarks' floor).
         self.petsc_seconds = 0.0
@@ -301,21 +302,23 @@ class _Factorisation:
         X = np.empty((n, k), dtype=PETSc.ScalarType)
         if k == 0 or n == 0:
             return X
-        Bm = PETSc.Mat().createDense((n, k), array=B, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
-        Xm = PETSc.Mat().createDense((n, k), comm=MPI.COMM_SELF)  # type: ignore[arg-type]
-        Xm.setUp()
+        if self._dense is None or self._dense[0] != (n, k):  # dense B, X sharing numpy memory
+            self._destroy_dense()
+            bufs = np.zeros((n, k), order="F"), np.zeros((n, k), order="F")
+            mats = tuple(PETSc.Mat().createDense((n, k), array=b, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+                         for b in bufs)
+            self._dense = ((n, k), *bufs, *mats)
+        _, B_buf, X_buf, Bm, Xm = self._dense
+        B_buf[:] = B
+        Bm.stateIncrease()
         t0 = time.perf_counter()
         try:
-            try:
-                self.ksp.matSolve(Bm, Xm)
-                self.petsc_seconds += time.perf_counter() - t0
-            except PETSc.Error as err:
-                raise SolverError(f"{self.what}: PETSc failed ({err})") from err
-            solvers.check(self.ksp, self.what)
-            X[:] = Xm.getDenseArray()
-        finally:
-            Bm.destroy()
-            Xm.destroy()
+            self.ksp.matSolve(Bm, Xm)
+            self.petsc_seconds += time.perf_counter() - t0
+        except PETSc.Error as err:
+            raise SolverError(f"{self.what}: PETSc failed ({err})") from err
+        solvers.check(self.ksp, self.what)
+        X[:] = X_buf
         x_norm = _column_max_abs(X)  # NaN and inf propagate into the column maxima
         if not np.isfinite(x_norm).all():
             raise SolverError(f"{self.what}: the solution is not finite (singular matrix?)")
@@ -330,7 +333,14 @@ class _Factorisation:
                 f" = {worst:.1e} > 1/eps, a lower bound of its condition number)")
         return X
 
+    def _destroy_dense(self) -> None:
+        if self._dense is not None:
+            for mat in self._dense[3:]:
+                mat.destroy()
+            self._dense = None
+
     def destroy(self) -> None:
+        self._destroy_dense()
         for obj in (self.ksp, self.A):
             if obj is not None:
                 obj.destroy()

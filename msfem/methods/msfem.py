@@ -334,9 +334,12 @@ class MsFEM(Method):
         if S is Kmesh:
             psi_K = psi
         else:
-            S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
-            S_blocks = S.lookup[np.ravel_multi_index(tuple(S_index.T), S.node_shape, order="F")]
-            psi_K = psi[expand_blocks(S_blocks, bs)]
+            key = ("K in S", patch.offset)
+            if key not in S.cache:
+                S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
+                S.cache[key] = expand_blocks(S.lookup[np.ravel_multi_index(
+                    tuple(S_index.T), S.node_shape, order="F")], bs)
+            psi_K = psi[S.cache[key]]
         vertex_blocks = Kmesh.positions(K_vertices)
         try:
             C = np.linalg.inv(psi_K[expand_blocks(vertex_blocks, bs)])
