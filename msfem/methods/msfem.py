@@ -334,7 +334,7 @@ class MsFEM(Method):
         if S is Kmesh:
             psi_K = psi
         else:
-            key = ("K in S", patch.offset)
+            key = ("K in S", patch.offset, id(Kmesh))  # (K-meshes of Kuhn simplices differ)
             if key not in S.cache:
                 S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
                 S.cache[key] = expand_blocks(S.lookup[np.ravel_multi_index(
