@@ -137,3 +137,27 @@ def test_unresolved_eps_warns(comm):
     with warnings.catch_warnings():
         warnings.simplefilter("error", msfem.UnresolvedScaleWarning)
         msfem.solve_fine(resolved.fine, problem)
+
+
+@pytest.mark.parametrize("cell", ["quadrilateral", "triangle", "hexahedron", "tetrahedron"])
+def test_sampled_field_refresh_is_dolfinx_dg0_interpolation(cell):
+    """A sampled field's DG0 values (cell midpoints, written directly) equal dolfinx's
+    interpolation, scalar and tensor, also on non-affine quadrilaterals and after a move."""
+    from msfem.coefficients import FieldOnMesh
+
+    ct = getattr(dolfinx.mesh.CellType, cell)
+    mesh = dolfinx.mesh.create_unit_square(MPI.COMM_WORLD, 5, 4, ct) if cell in (
+        "quadrilateral", "triangle") else dolfinx.mesh.create_unit_cube(MPI.COMM_WORLD, 3, 3, 2, ct)
+    mesh.geometry.x[:, 0] += 0.3 * mesh.geometry.x[:, 1] ** 2  # curved images of the cells
+    fields = [msfem.UserField(lambda x: 1 + x[0] * np.sin(3 * x[1])),
+              msfem.UserField(lambda x: np.array([[1 + x[0], 0.1 * x[1]], [0.1 * x[1], 2 + x[1]]]),
+                              shape=(2, 2))]
+    for fld in fields:
+        on_mesh = FieldOnMesh(fld, mesh)
+        for shift in (0.0, 0.25):
+            mesh.geometry.x[:, 1] += shift
+            on_mesh.refresh()
+            ref = dolfinx.fem.Function(on_mesh.function.function_space)
+            size = int(np.prod(fld.shape, dtype=int))
+            ref.interpolate(lambda x: fld.evaluate(x).reshape(size, -1))
+            assert np.abs(ref.x.array - on_mesh.function.x.array).max() < 1e-14

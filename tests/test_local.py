@@ -127,6 +127,35 @@ def test_dirichlet_set_operator_reuses_symbolic_factorisation(laplacian):
     assert np.isclose(A_petsc.getValue(0, 0), 4.0)
 
 
+def test_dirichlet_set_values_shares_storage_and_refactorises_numerically(laplacian):
+    """set_values with a cached pattern: the values go into the matrix's storage, PETSc
+    redoes only the numeric factorisation, and the solutions are the new matrix's."""
+    A, _ = laplacian
+    A = A.tocsr()
+    A.sort_indices()
+    indptr, indices = A.indptr.astype(PETSc.IntType), A.indices.astype(PETSc.IntType)
+    B = np.random.default_rng(4).standard_normal((A.shape[0], 3))
+    ref = spla.spsolve(A.tocsc(), B)
+    PETSc.Log.begin()
+    stage = PETSc.Log.Stage("test_local_set_values")
+    stage.push()
+    try:
+        with DirichletSolver(symmetric=False) as dirichlet:
+            dirichlet.set_values(indptr, indices, A.data)
+            X1 = dirichlet.solve(B)
+            dirichlet.set_values(indptr, indices, 2.0 * A.data)  # same pattern objects
+            X2 = dirichlet.solve(B)
+            dirichlet.set_values(indptr.copy(), indices.copy(), 4.0 * A.data)  # new objects
+            X4 = dirichlet.solve(B)
+    finally:
+        stage.pop()
+    symbolic = PETSc.Log.Event("MatLUFactorSym").getPerfInfo(stage)["count"]
+    numeric = PETSc.Log.Event("MatLUFactorNum").getPerfInfo(stage)["count"]
+    assert (symbolic, numeric) == (2, 3)
+    for X, scale in ((X1, 1.0), (X2, 2.0), (X4, 4.0)):
+        assert np.abs(X - ref / scale).max() < 1e-10 * np.abs(ref).max()
+
+
 def test_dirichlet_set_operator_new_pattern(laplacian):
     A, A_petsc = laplacian
     small = laplacian_2d(7) + sp.eye(49)

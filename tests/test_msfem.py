@@ -414,3 +414,25 @@ def test_unstructured_multiscale_beats_coarse_fem_and_is_partition_independent(c
     for v in NON_OVERSAMPLED:
         for key in ("energy_rel", "l2_rel", "h1_rel", "nodal_linf", "nodal_l2"):
             assert err[v][key] == pytest.approx(serial[v][key], rel=1e-10)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_summed_patch_matrix_is_the_patch_assembled_on_its_own(comm, layers):
+    """An oversampling patch of whole coarse cells: the sum of its cells' K-matrices is
+    the fine matrix assembled on the patch mesh (interior and domain-clipped patches)."""
+    from msfem.patches import to_csr
+
+    h = msfem.StructuredHierarchy(comm, 4, 4, "quadrilateral")
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 8), f=-1.0)
+    space = msfem.MultiscaleSpace(h, problem, "oversampling", layers)
+    engine, method = space.engine(), space.method
+    for cell in (0, 5, 15):
+        patch = method.patch(h, cell)
+        S = engine.patch_mesh(patch.shape)
+        lo = np.array(patch.lo) // h.M
+        summed = engine.summed_patch_values(S, lo, lo + np.array(patch.shape) // h.M)
+        S.move_to(h.lower + np.array(patch.lo) * h.h)
+        A = to_csr(S.assemble())
+        indices, indptr = S.block_pattern_arrays()
+        assert np.array_equal(A.indices, indices) and np.array_equal(A.indptr, indptr)
+        assert np.abs(A.data - summed).max() < 1e-13 * np.abs(A.data).max()
