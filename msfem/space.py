@@ -193,6 +193,7 @@ class MultiscaleSpace:
         # instead of leaving the others waiting in the next collective call
         with dolfinx.common.Timer("~msfem: offline (local problems)"), collective(h.comm):
             self.elements = [e for chunk in map(one, batches) for e in chunk]
+        engine.region_cache.clear()  # per-build data (e.g. K-matrices of halo cells)
         self._fine_map = None  # built on first use (reconstruction; collective there)
         self.timings["offline"] = h.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         self.timings["offline_rank"] = time.perf_counter() - t0
