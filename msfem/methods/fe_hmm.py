@@ -405,18 +405,19 @@ class _CoefficientModel:
             cols.append(col[ok])
             vals.append(values[ok])
             rr = red[r]
-            ok = rr >= 0
-            for j in range(k):  # rhs[red(r), j] -= A_rc P[c, j]
-                rows.append(nnz_red + rr[ok] * k + j)
-                cols.append(col[ok])
-                vals.append(-values[ok] * P[c[ok], j])
-            for i in range(k):  # (PᵀAP)_ij of the cell's copy, summed per cell first
-                for j in range(k):
-                    g = np.bincount(cell, weights=values * P[r, i] * P[c, j],
-                                    minlength=n_cells)
-                    rows.append(nnz_red + n_rhs + self.cell_copy * k * k + i * k + j)
-                    cols.append(fi * n_cells + np.arange(n_cells))
-                    vals.append(g)
+            ok = rr >= 0  # rhs[red(r), j] -= A_rc P[c, j]
+            rows.append((nnz_red + rr[ok][:, None] * k + np.arange(k)).ravel())
+            cols.append(np.repeat(col[ok], k))
+            vals.append((-values[ok][:, None] * P[c[ok]]).ravel())
+            # (PᵀAP)_ij of the cell's copy, summed per cell first: one bincount
+            local = (values[:, None, None] * P[r][:, :, None] * P[c][:, None, :]).reshape(
+                len(values), k * k)
+            g = np.bincount((cell[:, None] * (k * k) + np.arange(k * k)).ravel(),
+                            weights=local.ravel(), minlength=n_cells * k * k)
+            rows.append((nnz_red + n_rhs + self.cell_copy[:, None] * (k * k)
+                         + np.arange(k * k)).ravel())
+            cols.append(np.repeat(fi * n_cells + np.arange(n_cells), k * k))
+            vals.append(g)
         M = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                           shape=(nnz_red + n_rhs + B * k * k, len(self.terms) * n_cells))
         A0 = sp.csr_matrix((self.A0, indices, indptr), shape=shape)
