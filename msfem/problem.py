@@ -26,6 +26,7 @@ form is (``operator``, read by homogenization) and the near-null space of its op
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,7 +250,6 @@ class Discretisation:
         }
         u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
         self.a_ufl = self._with_quadrature(problem.bilinear(u, v, **self.coefficient_expressions()))
-        self.a = dolfinx.fem.form(self.a_ufl)
         self._sources = [as_ufl(problem.source, mesh)] if _nonzero(problem.source) else []
         L: ufl.Form | None = None
         if self._sources:
@@ -288,12 +288,21 @@ class Discretisation:
             zero = dolfinx.fem.Constant(mesh, np.zeros(problem.shape))
             L = ufl.inner(zero, v) * ufl.dx
         self.L_ufl = self._with_quadrature(L)
-        self.L = dolfinx.fem.form(self.L_ufl)
         #: L(v) does not change when the mesh is translated (cell integrals of constants
         #: only: no x, no functions on the mesh), so patch meshes may reuse its vector.
         self.L_translation_invariant = not ds_terms and not \
             ufl.algorithms.extract_coefficients(self.L_ufl) and not \
             ufl.algorithms.extract_type(self.L_ufl, ufl.classes.SpatialCoordinate)
+
+    @functools.cached_property
+    def a(self) -> dolfinx.fem.Form:
+        """The compiled bilinear form (JIT-compiled on first use)."""
+        return dolfinx.fem.form(self.a_ufl)
+
+    @functools.cached_property
+    def L(self) -> dolfinx.fem.Form:
+        """The compiled linear form (JIT-compiled on first use)."""
+        return dolfinx.fem.form(self.L_ufl)
 
     def _with_quadrature(self, form: ufl.Form) -> ufl.Form:
         q = self.problem.quadrature_degree
