@@ -304,7 +304,7 @@ class PatchMesh:
         self._check_geometry()
         A = self._values_matrix()
         A.data[:] = 0.0
-        dolfinx.fem.assemble_matrix(A, self.disc.a)
+        dolfinx.fem.assemble_matrix(A, self.disc.a)  # type: ignore[arg-type]
         return A.data.copy()
 
     def assemble(self) -> PETSc.Mat:
@@ -327,7 +327,7 @@ class PatchMesh:
                 self._load[0] is disc:
             return self._load[1].copy()
         b = np.zeros(self.matrix_shape[0])
-        dolfinx.fem.assemble_vector(b, disc.L)
+        dolfinx.fem.assemble_vector(b, disc.L)  # type: ignore[arg-type]
         if disc.L_translation_invariant:
             self._load = (disc, b.copy())
         return b
