@@ -837,16 +837,26 @@ class PatchEngine:
         (:meth:`cell_values`), no assembly on the patch. Quadrilateral/hexahedral
         hierarchies (one coarse cell per square).
         """
+        return self.summed_patches_values(S, np.asarray(lo)[None], np.asarray(hi)[None])[0]
+
+    def summed_patches_values(self, S: PatchMesh, lo: np.ndarray, hi: np.ndarray
+                              ) -> np.ndarray:
+        """:meth:`summed_patch_values` of several patches of S's shape: ``lo``, ``hi`` (B, d).
+
+        One sparse product for all of them; returns (B, nnz of S's pattern).
+        """
         h = self.hierarchy
-        squares = np.array(np.unravel_index(np.arange(int(np.prod(hi - lo))), hi - lo,
-                                            order="F")) + np.asarray(lo)[:, None]
-        cells = np.ravel_multi_index(tuple(squares), h.N, order="F")
+        shape = hi[0] - lo[0]
+        rel = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
+                                        order="F"))  # (d, squares), first axis fastest
+        squares = lo[:, :, None] + rel[None]  # (B, d, squares)
+        cells = np.ravel_multi_index(tuple(np.moveaxis(squares, 1, 0)), h.N, order="F")
         key = ("sum", S.shape)
         if key not in S.cache:
-            S.cache[key] = self._summation(S, hi - lo)
+            S.cache[key] = self._summation(S, shape)
         T = S.cache[key]
-        values = np.concatenate([v for v, _ in self.cell_values(cells)])
-        return T @ values
+        V = np.stack([v for v, _ in self.cell_values(cells.ravel())]).reshape(len(lo), -1)
+        return np.ascontiguousarray((T @ V.T).T)
 
     def _summation(self, S: PatchMesh, shape: np.ndarray) -> sp.csr_matrix:
         """The 0/1 matrix adding the K-matrices of ``shape`` coarse squares into S's pattern.

@@ -436,3 +436,21 @@ def test_summed_patch_matrix_is_the_patch_assembled_on_its_own(comm, layers):
         indices, indptr = S.block_pattern_arrays()
         assert np.array_equal(A.indices, indices) and np.array_equal(A.indptr, indptr)
         assert np.abs(A.data - summed).max() < 1e-13 * np.abs(A.data).max()
+
+
+@pytest.mark.parametrize("variant", ["oversampling", "petrov-galerkin"])
+def test_batched_oversampling_equals_cell_by_cell(comm, variant):
+    """Oversampled patches batched by shape (one summation product, batched inverse and
+    element products) give every cell's element data of the one-cell path."""
+    h = msfem.StructuredHierarchy(comm, 5, 4, "quadrilateral")
+    problem = msfem.diffusion(msfem.HouWu(eps=1 / 8), f=-1.0)
+    space = msfem.MultiscaleSpace(h, problem, variant, 1).build()
+    assert len(space.elements) == len(h.owned_coarse_cells[1])
+    for e in space.elements:
+        f = space.local_basis(e.cell)
+        scale = np.abs(f.A).max()
+        assert np.abs(e.A - f.A).max() < 1e-12 * scale
+        assert np.abs(e.b - f.b).max() < 1e-12 * np.abs(f.b).max()
+        assert np.abs(e.trial - f.trial).max() < 1e-12
+        assert np.array_equal(e.fine_dofs, f.fine_dofs)
+        assert abs(e.energy - f.energy).max() < 1e-12 * scale

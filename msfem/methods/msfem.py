@@ -330,24 +330,16 @@ class MsFEM(Method):
     def _restrict(self, psi: np.ndarray, S: PatchMesh, Kmesh: PatchMesh, patch: Patch,
                   K_vertices: np.ndarray, engine: PatchEngine, cell: int) -> np.ndarray:
         r"""Restrict the patch functions to K (K-mesh order), normalised: φ_i(x_k) = δ_ik."""
-        bs = engine.bs
         if S is Kmesh:
             psi_K = psi
-        else:
-            key = ("K in S", patch.offset, id(Kmesh))  # (K-meshes of Kuhn simplices differ)
-            if key not in S.cache:
-                S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
-                S.cache[key] = expand_blocks(S.lookup[np.ravel_multi_index(
-                    tuple(S_index.T), S.node_shape, order="F")], bs)
-            psi_K = psi[S.cache[key]]
-        vertex_blocks = Kmesh.positions(K_vertices)
-        try:
-            C = np.linalg.inv(psi_K[expand_blocks(vertex_blocks, bs)])
-        except np.linalg.LinAlgError as err:
-            raise solvers.SolverError(
-                f"the oversampled functions of coarse cell {cell} are linearly dependent at its "
-                f"vertices; reduce the oversampling") from err
-        return psi_K @ C
+            at = expand_blocks(Kmesh.positions(K_vertices), engine.bs)
+            try:
+                return psi_K @ np.linalg.inv(psi_K[at])
+            except np.linalg.LinAlgError as err:
+                raise solvers.SolverError(f"the local functions of coarse cell {cell} are "
+                                          f"linearly dependent at its vertices") from err
+        return self._restrict_many(psi[None], S, Kmesh, patch, K_vertices, engine,
+                                   np.array([cell]))[0]
 
     def _summed(self, engine: PatchEngine) -> bool:
         """Oversampled patches assembled from K-matrices (:meth:`PatchEngine.summed_patch_values`).
@@ -391,7 +383,7 @@ class MsFEM(Method):
         """
         h = engine.hierarchy
         if self._summed(engine):
-            return [self._local_summed(int(c), engine) for c in cells]
+            return self._batch_summed(np.asarray(cells), engine)
         if engine.unstructured or self.layers(h) > 0 or self.boundary == "none" or \
                 len(cells) < 2 or self.params.coarse_quadrature != "galerkin" or \
                 engine.problem.holes is not None:
@@ -473,6 +465,87 @@ class MsFEM(Method):
             Kmesh.cache[key] = nodal_functions(h.cell_type, Kmesh.dof_coordinates(),
                                                K_vertices, h.H, bs)
         return Kmesh.cache[key]
+
+    def _batch_summed(self, cells: np.ndarray, engine: PatchEngine) -> list[ElementData]:
+        r""":meth:`local_batch` for :meth:`_summed` patches (polynomial data, Galerkin rule).
+
+        Cells whose patches have one shape and one position of K in them share the
+        summation, the boundary data and the restriction to K: their patch matrices are
+        one sparse product, the factorisations one per patch (PETSc, numeric phase
+        only), the normalisations one batched inverse and the element matrices
+        :math:`W_K^T A_K \phi_K` one block-diagonal product. Equal to :meth:`local`.
+        """
+        h, bs = engine.hierarchy, engine.bs
+        if self.boundary != "polynomial" or self.params.coarse_quadrature != "galerkin" or \
+                len(cells) < 2:
+            return [self._local_summed(int(c), engine) for c in cells]
+        layers = self.layers(h) // h.M
+        squares = np.array(np.unravel_index(cells, h.N, order="F")).T  # (n_sub = 1)
+        lo = np.maximum(squares - layers, 0)
+        hi = np.minimum(squares + layers + 1, np.array(h.N))
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(map(tuple, np.column_stack([hi - lo, squares - lo]))):
+            groups.setdefault(key, []).append(i)
+        Kmesh = engine.patch_mesh((h.M,) * h.dim)
+        indices, indptr = Kmesh.block_pattern_arrays()
+        n = Kmesh.matrix_shape[0]
+        out: list[ElementData | None] = [None] * len(cells)
+        for members in groups.values():
+            idx = np.array(members)
+            first = int(cells[idx[0]])
+            patch = self.patch(h, first)
+            S = engine.patch_mesh(patch.shape)
+            A_S = engine.summed_patches_values(S, lo[idx], hi[idx])  # (moves the K-mesh)
+            cached = engine.cell_values(cells[idx])
+            S.place(h.lower + np.array(patch.lo) * h.h)
+            Kmesh.place(h.lower + np.array(patch.cell_lo) * h.h)
+            vertices = h.coarse_vertices(first)
+            G = self._boundary_data(S, patch, vertices, h, bs, engine)  # (the group's)
+            shift = (squares[idx] - squares[idx[0]]) * h.H
+            psi = np.stack([engine.dirichlet_values(S, A_S[b], G, Where(
+                int(cells[i]), vertices + shift[b])) for b, i in enumerate(idx)])
+            phi = self._restrict_many(psi, S, Kmesh, patch, vertices, engine, cells[idx])
+            D = np.stack([v for v, _ in cached])
+            loads = np.stack([f for _, f in cached])
+            B, m = len(idx), phi.shape[2]
+            A_phi = (engine.block_diagonal(Kmesh, B, "all").csr(D)
+                     @ phi.reshape(B * n, m)).reshape(B, n, m)
+            W = phi if self.galerkin else np.broadcast_to(
+                self._nodal(Kmesh, vertices, h, bs), phi.shape)
+            A_e = np.einsum("bni,bnj->bij", W, A_phi)
+            b_e = np.einsum("bni,bn->bi", W, loads)
+            origins = h.lower + (squares[idx] * h.M) * h.h
+            lattice = Kmesh.lattice_ids_at(origins)
+            metrics = Kmesh.metric_matrices()
+            for b, i in enumerate(idx):
+                c = int(cells[i])
+                dofs = engine.cell_dofs[c]
+                out[i] = ElementData(
+                    cell=c, rows=dofs, cols=dofs, A=A_e[b], b=b_e[b], fine_dofs=lattice[b],
+                    trial=phi[b], test=None if self.galerkin else W[b],
+                    energy=sp.csr_matrix((cached[b][0], indices, indptr), shape=(n, n)),
+                    metrics=metrics)
+        return [e for e in out if e is not None]
+
+    def _restrict_many(self, psi: np.ndarray, S: PatchMesh, Kmesh: PatchMesh, patch: Patch,
+                       K_vertices: np.ndarray, engine: PatchEngine, cells: np.ndarray
+                       ) -> np.ndarray:
+        """:meth:`_restrict` of patches that share S and K's position in it (B, n, m)."""
+        bs = engine.bs
+        key = ("K in S", patch.offset, id(Kmesh))  # (K-meshes of Kuhn simplices differ)
+        if key not in S.cache:
+            S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
+            S.cache[key] = expand_blocks(S.lookup[np.ravel_multi_index(
+                tuple(S_index.T), S.node_shape, order="F")], bs)
+        psi_K = psi[:, S.cache[key]]
+        at = expand_blocks(Kmesh.positions(K_vertices), bs)
+        try:
+            C = np.linalg.inv(psi_K[:, at, :])
+        except np.linalg.LinAlgError as err:
+            raise solvers.SolverError(
+                f"the oversampled functions of coarse cells {cells[0]}...{cells[-1]} are "
+                f"linearly dependent at their vertices; reduce the oversampling") from err
+        return psi_K @ C
 
     def _element(self, cell: int, engine: PatchEngine, Kmesh: PatchMesh, phi: np.ndarray,
                  A_K, K_vertices: np.ndarray, load: np.ndarray | None = None) -> ElementData:
