@@ -819,7 +819,7 @@ class PatchEngine:
         """
         h = self.hierarchy
         cache = self.region_cache.setdefault("K values", {})
-        missing = [int(c) for c in cells if int(c) not in cache]
+        missing = [c for c in dict.fromkeys(int(c) for c in cells) if c not in cache]
         if missing:
             K = self.patch_mesh((h.M,) * h.dim)
             squares = np.array(np.unravel_index(np.array(missing) // h.n_sub, h.N,

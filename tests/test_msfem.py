@@ -454,3 +454,24 @@ def test_batched_oversampling_equals_cell_by_cell(comm, variant):
         assert np.abs(e.trial - f.trial).max() < 1e-12
         assert np.array_equal(e.fine_dofs, f.fine_dofs)
         assert abs(e.energy - f.energy).max() < 1e-12 * scale
+
+
+def test_oversampling_assembles_every_fine_cell_once(comm, monkeypatch):
+    """Summed patches: each coarse cell's matrix is assembled once per rank -- the owned
+    cells and the halo their patches reach, no more (one fine assembly's work)."""
+    from msfem.patches import PatchMesh
+
+    calls = [0]
+    assemble = PatchMesh.assemble_values
+
+    def counted(self):
+        calls[0] += 1
+        return assemble(self)
+
+    monkeypatch.setattr(PatchMesh, "assemble_values", counted)
+    h = msfem.StructuredHierarchy(comm, 6, 4, "quadrilateral")
+    space = msfem.MultiscaleSpace(h, msfem.diffusion(msfem.HouWu(eps=1 / 8), f=-1.0),
+                                  "oversampling", 1, batch_size=5).build()
+    reached = {int(c) for e in space.elements
+               for c in h.patch_coarse_cells(space.method.patch(h, e.cell))}
+    assert calls[0] == len(reached)
