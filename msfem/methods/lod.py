@@ -157,6 +157,22 @@ class LOD(Method):
         idx = np.array(list(itertools.product(*ranges[::-1])))[:, ::-1]
         return hierarchy.lower + idx * hierarchy.H
 
+    def schedule(self, hierarchy, cells: np.ndarray) -> np.ndarray:
+        """Cells whose patches share a sparsity (shape and sides on ∂Ω) in a row.
+
+        Each such group reuses one symbolic factorisation; in lattice order the patches
+        near ∂Ω cycle through more shapes than the solver cache keeps (k = 3 on 32 x 32
+        cells: 463 symbolic factorisations in lattice order, 81 = 9² grouped).
+        """
+        if len(cells) == 0:
+            return cells
+        keys = []
+        for c in cells:
+            lo, hi = self.patch_box(hierarchy, int(c))
+            keys.append((*(hi - lo), *np.ravel(self._touches(hierarchy, lo, hi))))
+        order = np.lexsort(np.array(keys, dtype=np.int64).T[::-1])
+        return cells[order]
+
     def prepare(self, engine: PatchEngine, cells: np.ndarray) -> None:
         """The patches' coarse dofs (collective; patch operators are sums of K-matrices)."""
         h = engine.hierarchy
