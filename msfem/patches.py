@@ -218,7 +218,7 @@ class PatchMesh:
         self.interior = expand_blocks(interior, self.bs)
         self._domain = (h.lower, h.upper)
         self.disc = problem.discretise(self.V, boundary_facets=_weak_method(self.boundary_facets))
-        self.A = dolfinx.fem.petsc.create_matrix(self.disc.a)
+        self._A: PETSc.Mat | None = None  # the PETSc matrix of a (created on first use)
         self.isI = _index_set(self.interior)
         self.solver: DirichletSolver | None = None
         self.A_II: PETSc.Mat | None = None  # buffer of the interior block
@@ -276,13 +276,21 @@ class PatchMesh:
                                "before assembling on it")
 
     @property
+    def A(self) -> PETSc.Mat:
+        """The PETSc matrix of ``a`` on this mesh (created, and ``a`` compiled, on first use)."""
+        if self._A is None:
+            self._A = dolfinx.fem.petsc.create_matrix(self.disc.a)
+        return self._A
+
+    @property
     def matrix_shape(self) -> tuple[int, int]:
         """Shape of the fine matrix of ``a`` on this mesh."""
-        return self.A.getSize()
+        n = (self.V.dofmap.index_map.size_local + self.V.dofmap.index_map.num_ghosts) * self.bs
+        return n, n
 
     def block_pattern_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(indices, indptr) of the fine matrix of ``a`` on this mesh (fixed sparsity)."""
-        if "csr" not in self._patterns:
+        if "csr" not in self._patterns:  # (set by PatchEngine._summation for summed patches)
             A = self._values_matrix()  # the same pattern as the PETSc matrix self.A
             self._patterns["csr"] = (A.indices.astype(PETSc.IntType),
                                      A.indptr.astype(PETSc.IntType))
@@ -811,6 +819,19 @@ class PatchEngine:
         return self.batch_patterns[key]
 
     # ------------------------------------------------------------------ patches from K
+    def cell_integrals_only(self) -> bool:
+        """Whether the bilinear form has cell integrals only.
+
+        Then a patch's matrix is the sum of its cells' (facet integrals would couple
+        across the cells' faces).
+        """
+        if "cell integrals only" not in self.region_cache:
+            h = self.hierarchy
+            K = self.patch_mesh((h.M,) * h.dim)
+            self.region_cache["cell integrals only"] = all(
+                itg.integral_type() == "cell" for itg in K.disc.a_ufl.integrals())
+        return self.region_cache["cell integrals only"]
+
     def cell_values(self, cells: np.ndarray | list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(matrix values, load) of coarse cells ``cells`` on their K-mesh (cached).
 
@@ -867,20 +888,25 @@ class PatchEngine:
         deg, bs = self.problem.degree, self.bs
         K = self.patch_mesh((h.M,) * h.dim)
         k_indices, k_indptr = K.block_pattern_arrays()
-        s_indices, s_indptr = S.block_pattern_arrays()
         nS = S.matrix_shape[0]
-        s_rows = np.repeat(np.arange(nS), np.diff(s_indptr))
-        s_keys = s_rows * nS + s_indices  # sorted: CSR rows, columns sorted within rows
         k_rows = np.repeat(np.arange(K.matrix_shape[0]), np.diff(k_indptr))
         k_dofs = np.arange(K.matrix_shape[0])
         squares = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
                                             order="F")).T
-        rows, cols = [], []
-        for j, sq in enumerate(squares):  # K's dofs -> S's dofs for K at offset sq
+        mapped = []
+        for sq in squares:  # K's entries as (row, column) keys of S, K at offset sq
             node = K.dof_index[k_dofs // bs] + sq * h.M * deg
             blocks = S.lookup[np.ravel_multi_index(tuple(node.T), S.node_shape, order="F")]
             to_S = blocks * bs + k_dofs % bs
-            keys = to_S[k_rows] * nS + to_S[k_indices]
+            mapped.append(to_S[k_rows] * nS + to_S[k_indices])
+        if "csr" not in S._patterns:  # S's pattern: the union of its cells' (no form needed)
+            union = np.unique(np.concatenate(mapped))
+            S._patterns["csr"] = ((union % nS).astype(PETSc.IntType), np.searchsorted(
+                union // nS, np.arange(nS + 1)).astype(PETSc.IntType))
+        s_indices, s_indptr = S.block_pattern_arrays()
+        s_keys = np.repeat(np.arange(nS), np.diff(s_indptr)) * nS + s_indices  # sorted
+        rows, cols = [], []
+        for j, keys in enumerate(mapped):
             at = np.searchsorted(s_keys, keys)
             assert np.array_equal(s_keys[np.minimum(at, len(s_keys) - 1)], keys), \
                 "K's pattern is not contained in the patch's"

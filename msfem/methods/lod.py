@@ -176,6 +176,9 @@ class LOD(Method):
     def prepare(self, engine: PatchEngine, cells: np.ndarray) -> None:
         """The patches' coarse dofs (collective; patch operators are sums of K-matrices)."""
         h = engine.hierarchy
+        if not engine.cell_integrals_only():  # (the same answer on every rank)
+            raise ValueError("LOD's patch operators are sums of the coarse cells' matrices: "
+                             "the bilinear form may hold cell integrals (dx) only")
         verts = [self._vertices(h, *self.patch_box(h, int(c))) for c in cells]
         x = np.concatenate(verts) if verts else np.zeros((0, h.dim))
         dofs = engine.coarse_space.vertex_dofs(x)  # one (collective) AO lookup

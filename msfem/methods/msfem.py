@@ -351,7 +351,8 @@ class MsFEM(Method):
         layers = self.layers(h)
         return not engine.unstructured and layers > 0 and layers % h.M == 0 and \
             h.n_sub == 1 and self.oversampling(h).sampling_region is None and \
-            engine.problem.holes is None and self.boundary != "none"
+            engine.problem.holes is None and self.boundary != "none" and \
+            engine.cell_integrals_only()
 
     def _local_summed(self, cell: int, engine: PatchEngine) -> ElementData:
         """:meth:`local` for :meth:`_summed` patches: no assembly on the patch."""
