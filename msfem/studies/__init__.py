@@ -13,14 +13,18 @@ against one reference per grid:
 2. **Reference** (:mod:`msfem.studies.reference`): a fine solve ``reference_factor``
    times finer than the MsFEM sub-grid, or Hou--Wu's Richardson extrapolation
    :math:`(4u_{h/2} - u_h)/3`, injected into the MsFEM fine space at the shared lattice
-   nodes; computed once per (coefficient, :math:`NM`) grid.
+   nodes; computed once per (coefficient, :math:`NM`) grid, one fine solve alive at a
+   time, and kept on disk for other studies with ``reference_cache``.
 3. **Run** (:mod:`msfem.studies.run`): per case and method the errors
    :math:`\|E\|_\infty, \|E\|_{l^2}` at the coarse vertices and the relative (broken)
-   :math:`L^2`, :math:`H^1` and energy errors; ``results.csv`` is rewritten atomically
-   after each case, and a restarted study skips the cases already there.
+   :math:`L^2`, :math:`H^1` and energy errors (a method with ``basis_refinement = r``:
+   its basis on a sub-grid r times finer, nodal errors only); ``results.csv`` is
+   rewritten atomically after each case, and a restarted study skips the cases already
+   there.
 4. **Report** (:mod:`msfem.studies.report`): ``report.md`` with the table, observed rates
    (log--log fits of the error against H at fixed ε, against ε at fixed H/ε), figures
-   (the resonance peak against :math:`H/\varepsilon`), and published numbers with ratios.
+   (the resonance peak against :math:`H/\varepsilon`), published numbers with ratios,
+   the ``discussion`` of the configuration, and the wall time and peak memory.
 
 The resonance error of MsFEM with linear boundary conditions (Hou, Wu & Cai, Math. Comp.
 68 (1999)) is :math:`\|u - u_H\|_{H^1} \le C(H + \varepsilon) + C(\varepsilon/H)^{1/2}`;

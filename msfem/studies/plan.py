@@ -16,7 +16,8 @@ N. ``NM`` (fine cells per direction) fixes the fine grid and sets :math:`M = NM/
 Missing values come from ``[mesh]`` and ``[coefficient]``.
 
 **Methods.** Every case runs every method of ``methods`` (entries: a name, or a table
-``{name, method, boundary, oversampling}``): ``"fine"`` (the fine FEM on the MsFEM
+``{name, method, boundary, oversampling, basis_refinement, N}`` plus the method's own
+parameters, e.g. ``coarse_quadrature``): ``"fine"`` (the fine FEM on the MsFEM
 sub-grid, Hou--Wu's LFEM of Table II), the MsFEM variants of :data:`msfem.VARIANTS`, and
 ``"homogenized"``/``"corrector"`` (:math:`u_0`, :math:`u_1` from
 :mod:`msfem.homogenization`, when it provides them). Oversampled variants run once per
@@ -25,10 +26,20 @@ entry of their ``oversampling`` list: an int (coarse layers) or a table with one
 :math:`M_S`, a patch of :math:`M_S \times M_S` fine cells centred on K (i.e.
 :math:`(M_S - M)/2` fine layers).
 
+**Exact basis.** ``basis_refinement = r`` (a multiscale method's entry) computes that
+method's basis on a sub-grid r times finer, :math:`h_s/r` (M r sub-cells per coarse cell;
+fine-cell patch sizes scale with it, so every patch covers the same region), while the
+coarse mesh, the case and the reference stay those of the study: as r grows the rows
+show the error of the method itself, free of the sub-grid's discretisation error. Only
+the nodal errors :math:`\|E\|_\infty, \|E\|_{l^2}` are computed for these rows (the
+reference lives on the case's sub-grid; the field errors are NaN). ``N = [...]`` in an
+entry runs it only on the cases with these N (e.g. where the refined grid fits in memory).
+
 **Reference.** ``reference = "fine"``: the fine solve on a grid ``reference_factor`` times
 finer than the MsFEM sub-grid; ``"richardson"``: Hou--Wu's extrapolation of the solves on
 that grid and on the one twice finer. One reference per (coefficient, NM) grid, reused by
-every case and method on it.
+every case and method on it; ``reference_cache = "DIR"`` keeps it on disk for other
+studies on the same grids (:mod:`msfem.studies.reference`).
 """
 
 from __future__ import annotations
@@ -70,6 +81,7 @@ TIMINGS = ("t_offline", "t_online", "t_reference")
 STUDY_SCHEMA: dict[str, Any] = {
     "name": str,
     "description": str,
+    "discussion": str,
     "eps": "number_or_list",
     "H_over_eps": "number_or_list",
     "N": "number_or_list",
@@ -82,13 +94,14 @@ STUDY_SCHEMA: dict[str, Any] = {
     "reference": ("fine", "richardson"),
     "reference_factor": int,
     "shared_reference": bool,
+    "reference_cache": str,
     "allow_unresolved": bool,
     "metrics": "list",
     "figures": bool,
 }
 #: Keys of ``[published]``: numbers from a paper, shown beside ours in the report.
 PUBLISHED_SCHEMA: dict[str, Any] = {"source": str, "note": str, "rows": "list"}
-_METHOD_KEYS = ("name", "method", "boundary", "oversampling")
+_METHOD_KEYS = ("name", "method", "boundary", "oversampling", "basis_refinement", "N")
 _PATCH_KEYS = ("coarse_layers", "ratio", "fine_layers", "patch_fine_cells", "sampling_region")
 _DEFAULT_METRICS = ("nodal_linf", "nodal_l2", "energy_rel")
 
@@ -120,12 +133,19 @@ class PatchSpec:
             return str(int(self.value))
         return f"{self.kind}={fmt(self.value)}"
 
-    def oversampling(self, M: int) -> Oversampling:
-        """Return the :class:`~msfem.mesh.Oversampling` for M fine cells per coarse cell."""
+    def oversampling(self, M: int, refinement: int = 1) -> Oversampling:
+        """Return the :class:`~msfem.mesh.Oversampling` for M fine cells per coarse cell.
+
+        With ``refinement`` r the sub-grid is r times finer (M r cells per coarse cell) and
+        sizes given in fine cells are multiplied by r: the patch covers the same region.
+        """
+        r = int(refinement)
         if self.kind == "patch_fine_cells":
-            return Oversampling(fine_layers=(int(self.value) - M) // 2)
+            return Oversampling(fine_layers=(int(self.value) - M) * r // 2)
         if self.kind == "sampling_region":
-            return Oversampling(sampling_region=int(self.value))
+            return Oversampling(sampling_region=int(self.value) * r)
+        if self.kind == "fine_layers":
+            return Oversampling(fine_layers=int(self.value) * r)
         if self.kind == "ratio":
             return Oversampling(ratio=float(self.value))
         return Oversampling(**{self.kind: int(self.value)})
@@ -143,6 +163,12 @@ class Method:
     boundary: str | None = None
     patches: tuple[PatchSpec, ...] = (NO_PATCH,)
     parameters: tuple[tuple[str, Any], ...] = ()
+    basis_refinement: int = 1
+    only_N: tuple[int, ...] | None = None
+
+    def runs_on(self, case: Case) -> bool:
+        """Whether the method runs on ``case`` (its entry's ``N`` list, if any)."""
+        return self.only_N is None or case.N in self.only_N
 
     @property
     def is_msfem(self) -> bool:
@@ -207,6 +233,8 @@ class Plan:
         """Keys of all rows of ``case`` (one per method and oversampling)."""
         keys = []
         for m in self.methods:
+            if not m.runs_on(case):
+                continue
             for p in m.patches:
                 values = {"method": m.name, "oversampling": p.label, "eps": case.eps,
                           "N": case.N, "M": case.M, **dict(case.params)}
@@ -357,10 +385,27 @@ def _methods(study: Mapping[str, Any], msfem: Mapping[str, Any]) -> tuple[Method
             patches = _patches(entry["oversampling"], f"{where}.oversampling")
         else:
             patches = default_patches if oversampled else (NO_PATCH,)
-        name = entry.get("name") or (kind if boundary is None else f"{kind}-{boundary}")
+        refinement = entry.get("basis_refinement", 1)
+        if isinstance(refinement, bool) or not isinstance(refinement, int) or refinement < 1:
+            raise ConfigError(f"{where}: basis_refinement = {refinement!r} must be a positive "
+                              f"integer (the sub-grid of the basis is that many times finer)")
+        if refinement > 1 and kind not in registry.available():
+            raise ConfigError(f"{where}: basis_refinement is given for method {kind!r}, which "
+                              f"has no multiscale basis (methods: "
+                              f"{', '.join(registry.available())})")
+        only_N = None
+        if "N" in entry:
+            values = _as_list(entry["N"])
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                 for v in values):
+                raise ConfigError(f"{where}: N = {entry['N']!r} must be a positive integer or "
+                                  f"a list of them (the cases this method runs on)")
+            only_N = tuple(values)
+        name = entry.get("name") or (kind if boundary is None else f"{kind}-{boundary}") + (
+            f"-r{refinement}" if refinement > 1 else "")
         if not isinstance(name, str) or not name or "," in name:
             raise ConfigError(f"{where}: name = {name!r} must be a non-empty string without ','")
-        methods.append(Method(name, kind, boundary, patches, parameters))
+        methods.append(Method(name, kind, boundary, patches, parameters, int(refinement), only_N))
     names = [m.name for m in methods]
     for n in names:
         if names.count(n) > 1:
@@ -511,7 +556,14 @@ def load_plan(path: str | Path) -> Plan:
             seen.add(case_key)
             cases.append(case)
     for case in cases:
-        _check_case(case, methods, cell, length, allow_unresolved, problem)
+        _check_case(case, [meth for meth in methods if meth.runs_on(case)], cell, length,
+                    allow_unresolved, problem)
+    for i, meth in enumerate(methods):
+        if not any(meth.runs_on(c) for c in cases):
+            raise ConfigError(f"[study] methods[{i}] ({meth.name!r}): N = "
+                              f"{list(meth.only_N or ())} "
+                              f"matches no case of the sweep (N = "
+                              f"{sorted({c.N for c in cases})})")
     if study.get("shared_reference", False):
         nms = sorted({c.NM for c in cases})
         if len(nms) > 1:
@@ -534,7 +586,7 @@ def load_plan(path: str | Path) -> Plan:
     published = _published(config.get("published"), param_names)
     if published:
         rows = [_planned_row(plan, c, m, p) for c in plan.cases for m in plan.methods
-                for p in m.patches]
+                if m.runs_on(c) for p in m.patches]
         for i, pub in enumerate(published["rows"]):
             if not any(published_matches(pub, r) for r in rows):
                 keys = {k: v for k, v in pub.items() if k not in METRICS}

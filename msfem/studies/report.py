@@ -49,7 +49,7 @@ class Family:
 
 
 def _g(value: Any) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, float):
         if value == 0:
@@ -201,7 +201,8 @@ def published_section(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> str:
             ours = None if match is None else match.get(m)
             theirs = p.get(m)
             ratio = (ours / theirs if ours is not None and theirs not in (None, 0) else None)
-            cells += [_g(ours), _g(None if theirs is None else float(theirs)), _g(ratio)]
+            cells += [_g(ours), _g(None if theirs is None else float(theirs)),
+                      "—" if ratio is None or math.isnan(ratio) else f"{ratio:.3f}"]
         body.append(cells)
     head = keys + [f"{m} {w}" for m in metrics for w in ("ours", "published", "ratio")]
     note = f"\n{pub['note']}\n" if pub.get("note") else ""
@@ -276,7 +277,21 @@ def plot_family(plan: Plan, fam: Family, out_dir: Path) -> str | None:
     return png.name
 
 
-def build_report(plan: Plan, rows: Sequence[Mapping[str, Any]], out_dir: Path) -> str:
+def runs_line(runs: Sequence[Mapping[str, Any]]) -> str:
+    """One line on the wall time and peak memory of the invocations that computed the rows."""
+    if not runs:
+        return ""
+    seconds = sum(float(r["seconds"]) for r in runs)
+    peak = max(float(r["peak_memory_gb"]) for r in runs)
+    ranks = sorted({int(r["ranks"]) for r in runs})
+    parts = (f"{len(runs)} invocations, " if len(runs) > 1 else "")
+    return (f"- computed in {seconds / 60:.1f} min wall time ({parts}"
+            f"{', '.join(map(str, ranks))} MPI rank{'s' if ranks != [1] else ''}), peak "
+            f"resident memory {peak:.2f} GB per rank (max over ranks and invocations)\n")
+
+
+def build_report(plan: Plan, rows: Sequence[Mapping[str, Any]], out_dir: Path,
+                 runs: Sequence[Mapping[str, Any]] = ()) -> str:
     """Build the markdown report (and, with ``figures``, the PNG/PDF figures in ``out_dir``)."""
     study = plan.config.get("study", {})
     ref = (f"fine solve on a grid {plan.reference_factor}× finer than the MsFEM sub-grid"
@@ -296,11 +311,22 @@ def build_report(plan: Plan, rows: Sequence[Mapping[str, Any]], out_dir: Path) -
                 f"- errors: nodal ‖E‖∞, ‖E‖l2 = (Σ|E(x_i)|² H^d)^½ at the coarse vertices "
                 f"(absolute, Hou–Wu); L2/H1/energy relative, broken over coarse cells; "
                 f"times in seconds (max over ranks)\n")
+    refined = sorted({(m.name, m.basis_refinement) for m in plan.methods
+                      if m.basis_refinement > 1})
+    if refined:  # (the bullets stay one list: appended to the last one)
+        head[-1] += ("- exact basis: " + ", ".join(f"{n} on a sub-grid {r}× finer" for n, r
+                                                   in refined)
+                     + " than the case's (same coarse mesh and reference); nodal errors "
+                     "only\n")
+    if runs:
+        head[-1] += runs_line(runs)
     fams = families(plan, rows)
     parts = ["\n".join(head), "## Results\n\n" + results_table(plan, rows)]
     pub = published_section(plan, rows)
     if pub:
         parts.append(pub)
+    if study.get("discussion"):  # the author's reading of the results (config text)
+        parts.append("## Discussion\n\n" + study["discussion"].strip() + "\n")
     parts.append("## Observed rates\n\n" + rates_section(plan, fams))
     if plan.figures and fams:
         figs = []
@@ -314,13 +340,18 @@ def build_report(plan: Plan, rows: Sequence[Mapping[str, Any]], out_dir: Path) -
 
 
 def write_report(plan: Plan, rows: Sequence[Mapping[str, Any]], out_dir: str | Path,
-                 comm: MPI.Comm = MPI.COMM_WORLD) -> None:
-    """Write ``out_dir/report.md`` and its figures (rank 0 builds, all files atomic)."""
+                 comm: MPI.Comm = MPI.COMM_WORLD,
+                 runs: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Write ``out_dir/report.md`` and its figures (rank 0 builds, all files atomic).
+
+    ``runs``: wall time and peak memory of the invocations (``study.json``), shown in the
+    header.
+    """
     out_dir = Path(out_dir)
     text, error = "", None
     if comm.rank == 0:
         try:
-            text = build_report(plan, rows, out_dir)
+            text = build_report(plan, rows, out_dir, runs)
         except Exception as err:  # raise on every rank, not only on rank 0
             error = f"{type(err).__name__}: {err}"
     error = comm.bcast(error, root=0)

@@ -3,18 +3,23 @@ r"""Running a study: one reference per grid, every method on every case, a resum
 The loop is over the cases of the :class:`~msfem.studies.plan.Plan`; for each case
 
 1. the reference :math:`u_{\text{ref}}` of its (coefficient, NM) grid is taken from the
-   cache or computed (:func:`~msfem.studies.reference.compute_reference`) and injected
-   into the MsFEM fine space :math:`V_h` of the case;
+   study's references (or the ``reference_cache`` directory) or computed
+   (:func:`~msfem.studies.reference.compute_reference`) -- before the case's own meshes
+   exist, so the peak memory is that of one fine solve -- and injected into the MsFEM
+   fine space :math:`V_h` of the case;
 2. every method gives a solution and its errors against :math:`u_{\text{ref}}`: the MsFEM
    variants through :meth:`msfem.CoarseSolution.errors` (broken norms, nodal errors at
    the coarse vertices), fine-space solutions (``fine``, ``homogenized``, ``corrector``)
-   through :func:`msfem.norms.errors` and the same nodal errors;
+   through :func:`msfem.norms.errors` and the same nodal errors; a method with
+   ``basis_refinement = r`` on its own hierarchy with M r sub-cells per coarse cell,
+   nodal errors only (:func:`_run_refined`);
 3. ``results.csv`` is rewritten atomically with all rows known so far, in plan order.
 
 A restarted study reads ``results.csv`` and skips the cases whose rows are all there, so
 the final file equals that of an uninterrupted run (up to the timing columns).
-``study.json`` records a fingerprint of the settings that change the numbers; resuming
-into a directory computed with other settings is refused.
+``study.json`` records a fingerprint of the settings that change the numbers (resuming
+into a directory computed with other settings is refused) and, per invocation, the wall
+time and the peak resident memory (max over ranks), which the report shows.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import csv
 import gc
 import io
 import json
+import math
+import resource
 import shutil
 import time
 import warnings
@@ -31,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import dolfinx
+import numpy as np
 from mpi4py import MPI
 
 from msfem import _runtime, norms
@@ -44,7 +52,14 @@ from msfem.methods.msfem import VARIANTS
 from msfem.problem import Problem
 from msfem.space import MultiscaleSpace
 from msfem.studies.plan import METRICS, Case, Method, Plan, fmt, load_plan
-from msfem.studies.reference import Reference, compute_reference
+from msfem.studies.reference import (
+    Reference,
+    box_corners,
+    compute_reference,
+    load_reference,
+    reference_key,
+    save_reference,
+)
 from msfem.transfer import LatticeNumbering
 
 logger = _runtime.logger
@@ -158,9 +173,10 @@ def _complete(row: Mapping[Any, Any], columns: Sequence[str]) -> bool:
 class _Case:
     """The objects of one case: hierarchy, problem, fine space and injected reference."""
 
-    def __init__(self, plan: Plan, case: Case, comm: MPI.Comm):
+    def __init__(self, plan: Plan, case: Case, comm: MPI.Comm, refinement: int = 1):
         mesh = plan.config.get("mesh", {})
-        self.hier = StructuredHierarchy(comm, case.N, case.M, mesh.get("cell", "quadrilateral"),
+        self.hier = StructuredHierarchy(comm, case.N, case.M * refinement,
+                                        mesh.get("cell", "quadrilateral"),
                                         mesh.get("lower"), mesh.get("upper"))
         dim = self.hier.dim
         coefficient = cfg_mod.build_coefficient(case.coefficient, dim)
@@ -190,6 +206,53 @@ class _Case:
         return out
 
 
+def _space(plan: Plan, c: _Case, method: Method, oversampling: Any,
+           store_energy: bool = True) -> MultiscaleSpace:
+    """The multiscale space of ``method`` on the hierarchy of ``c`` (not built)."""
+    msfem_cfg = plan.config.get("msfem", {})
+    return MultiscaleSpace(c.hier, c.problem, method.kind, oversampling,
+                           boundary=method.boundary, parameters=dict(method.parameters),
+                           petsc_options=msfem_cfg.get("local_solver"),
+                           store_energy=store_energy and msfem_cfg.get("store_energy", True))
+
+
+def _run_refined(plan: Plan, case: Case, method: Method, reference: Reference,
+                 comm: MPI.Comm) -> list[tuple[str, dict, float, float]]:
+    r"""Rows of a method whose basis lives on a sub-grid ``basis_refinement`` times finer.
+
+    The coarse mesh and the reference are the case's; the basis is computed with
+    :math:`M r` sub-cells per coarse cell (patch sizes in fine cells scaled by r,
+    :meth:`~msfem.studies.plan.PatchSpec.oversampling`). The errors are the nodal ones,
+    :math:`E_i = U(x_i) - u_{\text{ref}}(x_i)` at the coarse vertices, with
+    :math:`U(x_i)` the coarse unknowns (the reconstruction's values for methods whose
+    unknowns are not nodal values); the field errors are NaN (the reference is known on
+    the case's sub-grid only).
+    """
+    r = method.basis_refinement
+    c = _Case(plan, case, comm, refinement=r)
+    msfem_cfg = plan.config.get("msfem", {})
+    out = []
+    for patch in method.patches:
+        oversampling = patch.oversampling(case.M, r) if method.kind in VARIANTS else None
+        space = _space(plan, c, method, oversampling, store_energy=False)  # no field errors
+        space.build()
+        sol = solve_coarse(space, petsc_options=msfem_cfg.get("coarse_solver"))
+        nodal = space.coarse.vertex_values(sol.vector.getArray(readonly=True))
+        errs = {k: math.nan for k in METRICS}
+        if nodal is not None:
+            xc, vals = nodal
+            if space.method.reconstruction == "sum":  # unknowns are not nodal values (LOD)
+                vals = LatticeNumbering(c.V, c.hier).values_at(sol.reconstruct(c.V), xc)
+            ref = reference.at(xc).reshape(np.shape(vals))
+            errs.update(norms.nodal_errors(vals, ref, [float(H) for H in c.hier.H], comm))
+        out.append((patch.label, errs, space.timings["offline"],
+                    sol.timings["coarse_assemble"] + sol.timings["coarse_solve"]))
+        del sol, space
+    del c
+    gc.collect()
+    return out
+
+
 def _run_method(plan: Plan, c: _Case, method: Method, u_ref: dolfinx.fem.Function,
                 comm: MPI.Comm) -> list[tuple[str, dict, float, float]]:
     """(oversampling label, errors, t_offline, t_online) for each oversampling of ``method``."""
@@ -210,10 +273,7 @@ def _run_method(plan: Plan, c: _Case, method: Method, u_ref: dolfinx.fem.Functio
         return [("0", c.fine_space_errors(u, u_ref), 0.0, t)]
     for patch in method.patches:
         oversampling = patch.oversampling(c.hier.M) if method.kind in VARIANTS else None
-        space = MultiscaleSpace(c.hier, c.problem, method.kind, oversampling,
-                                boundary=method.boundary, parameters=dict(method.parameters),
-                                petsc_options=msfem_cfg.get("local_solver"),
-                                store_energy=msfem_cfg.get("store_energy", True))
+        space = _space(plan, c, method, oversampling)
         space.build()
         sol = solve_coarse(space, petsc_options=msfem_cfg.get("coarse_solver"))
         errs = sol.errors(u_ref)
@@ -223,25 +283,73 @@ def _run_method(plan: Plan, c: _Case, method: Method, u_ref: dolfinx.fem.Functio
     return out
 
 
-def _case_rows(plan: Plan, case: Case, c: _Case, methods: list[Method], reference: Reference,
+def _case_rows(plan: Plan, case: Case, methods: list[Method], reference: Reference,
                comm: MPI.Comm) -> list[dict[str, str]]:
-    u_ref = reference.inject(c.V)
+    """The rows of ``methods`` on ``case`` (the refined ones after the case's own objects)."""
     H, h = plan.length / case.N, plan.length / case.NM
-    rows = []
+    results = []
+    same_grid = [m for m in methods if m.basis_refinement == 1]
+    if same_grid:
+        c = _Case(plan, case, comm)
+        u_ref = reference.inject(c.V)
+        for method in same_grid:
+            results += [(method, *row) for row in _run_method(plan, c, method, u_ref, comm)]
+        del c, u_ref
+        gc.collect()
     for method in methods:
-        for label, errs, t_off, t_on in _run_method(plan, c, method, u_ref, comm):
-            values = {"method": method.name, "variant": method.kind, "oversampling": label,
-                      "eps": case.eps, "N": case.N, "M": case.M, "H": H, "h": h,
-                      "H_over_eps": H / case.eps if case.eps else None,
-                      "t_offline": t_off, "t_online": t_on, "t_reference": reference.seconds,
-                      "ranks": comm.size, **dict(case.params)}
-            values.update({k: float(errs[k]) for k in METRICS})
-            rows.append({col: fmt(values.get(col)) for col in plan.columns})
+        if method.basis_refinement > 1:
+            results += [(method, *row) for row in _run_refined(plan, case, method, reference,
+                                                                comm)]
+    order = {m.name: i for i, m in enumerate(methods)}
+    results.sort(key=lambda res: order[res[0].name])  # stable: the patches keep their order
+    rows = []
+    for method, label, errs, t_off, t_on in results:
+        values = {"method": method.name, "variant": method.kind, "oversampling": label,
+                  "eps": case.eps, "N": case.N, "M": case.M, "H": H, "h": h,
+                  "H_over_eps": H / case.eps if case.eps else None,
+                  "t_offline": t_off, "t_online": t_on, "t_reference": reference.seconds,
+                  "ranks": comm.size, **dict(case.params)}
+        values.update({k: float(errs[k]) for k in METRICS})
+        rows.append({col: fmt(values.get(col)) for col in plan.columns})
     return rows
 
 
-def _reference_key(case: Case) -> str:
-    return json.dumps([sorted(case.coefficient.items()), case.NM], default=str)
+def _reference_key(plan: Plan, case: Case) -> str:
+    return reference_key(plan.config, case.coefficient, case.NM, plan.reference,
+                         plan.reference_factor)
+
+
+def _reference(plan: Plan, case: Case, comm: MPI.Comm) -> Reference:
+    """The reference of ``case``: from the cache directory, or computed (and stored there)."""
+    mesh = plan.config.get("mesh", {})
+    cell = mesh.get("cell", "quadrilateral")
+    cache = plan.config.get("study", {}).get("reference_cache")
+    path = Path(cache) / f"{_reference_key(plan, case)}.npz" if cache else None
+    problem = cfg_mod.build_problem(plan.config.get("problem", {}),
+                                    cfg_mod.build_coefficient(case.coefficient,
+                                                              cfg_mod.CELL_TYPES[cell][0]),
+                                    cfg_mod.CELL_TYPES[cell][0])
+    if path is not None:
+        ref = load_reference(path, comm, case.NM, problem.degree,
+                             box_corners(cell, mesh.get("lower"), mesh.get("upper")))
+        if ref is not None:
+            logger.info("  reference (%s) loaded from %s", plan.reference, path)
+            return ref
+    ref = compute_reference(comm, problem, case.NM, cell, kind=plan.reference,
+                            factor=plan.reference_factor, lower=mesh.get("lower"),
+                            upper=mesh.get("upper"),
+                            petsc_options=plan.config.get("solver") or None)
+    logger.info("  reference (%s, %d dofs) in %.1f s", plan.reference, ref.num_dofs,
+                ref.seconds)
+    if path is not None:
+        save_reference(ref, path, comm)
+    return ref
+
+
+def peak_memory(comm: MPI.Comm) -> float:
+    """Peak resident memory of this process (bytes), the maximum over the ranks of ``comm``."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
+    return float(comm.allreduce(kib, op=MPI.MAX)) * 1024.0
 
 
 # ----------------------------------------------------------------------------- the study
@@ -283,10 +391,15 @@ def _run_study(plan: Plan, out_dir: Path, comm: MPI.Comm, after_case: AfterCase 
 
     finest = max(case.NM for case in plan.cases)
     ref = finest * plan.reference_factor * (2 if plan.reference == "richardson" else 1)
-    _runtime.check_memory(cfg_mod.memory_need(plan.config, ref)
-                          + cfg_mod.memory_need(plan.config, finest),
-                          f"study {plan.name!r} (reference grid {ref} cells per direction)",
-                          comm, force=force, hint="lower NM or reference_factor")
+    basis = max(case.NM * m.basis_refinement for case in plan.cases for m in plan.methods
+                if m.runs_on(case))
+    # the reference is computed before a case's objects exist (one fine solve at a time)
+    _runtime.check_memory(max(cfg_mod.memory_need(plan.config, ref),
+                              cfg_mod.memory_need(plan.config, basis)),
+                          f"study {plan.name!r} (reference grid {ref}, finest sub-grid "
+                          f"{basis} cells per direction)",
+                          comm, force=force, hint="lower NM, reference_factor or "
+                          "basis_refinement (or restrict a method to some N)")
     done = _existing_rows(plan, out_dir, comm)
     methods = []
     for m in plan.methods:
@@ -303,9 +416,10 @@ def _run_study(plan: Plan, out_dir: Path, comm: MPI.Comm, after_case: AfterCase 
         if missing & {m.name for m in methods}:
             todo.append((case, [m for m in methods if m.name in missing]))
 
-    _runtime.atomic_write_json(out_dir / "study.json", {
-        "name": plan.name, "config": str(plan.path), "fingerprint": plan.fingerprint(),
-        "cases": len(plan.cases), "methods": [m.name for m in plan.methods]}, comm)
+    runs = _previous_runs(out_dir, comm)
+    meta = {"name": plan.name, "config": str(plan.path), "fingerprint": plan.fingerprint(),
+            "cases": len(plan.cases), "methods": [m.name for m in plan.methods], "runs": runs}
+    _runtime.atomic_write_json(out_dir / "study.json", meta, comm)
     if comm.rank == 0 and plan.path.resolve() != (out_dir / "config.toml").resolve():
         shutil.copyfile(plan.path, out_dir / ".config.toml.tmp")
         (out_dir / ".config.toml.tmp").replace(out_dir / "config.toml")
@@ -317,7 +431,7 @@ def _run_study(plan: Plan, out_dir: Path, comm: MPI.Comm, after_case: AfterCase 
     if set(done) - planned:
         logger.info("results.csv keeps %d rows of cases or methods no longer in the sweep",
                     len(set(done) - planned))
-    cache: tuple[str, Reference] | None = None
+    references: dict[str, Reference] = {}  # every reference still needed by a later case
     t_start = time.perf_counter()
     with warnings.catch_warnings():
         if plan.allow_unresolved:
@@ -325,20 +439,16 @@ def _run_study(plan: Plan, out_dir: Path, comm: MPI.Comm, after_case: AfterCase 
         for k, (case, case_methods) in enumerate(todo):
             t0 = time.perf_counter()
             timer = dolfinx.common.Timer("~msfem: study case")
-            c = _Case(plan, case, comm)
-            key = _reference_key(case)
-            if cache is None or cache[0] != key:
-                cache = None  # free the previous reference first (meshes hold cycles)
-                gc.collect()
-                cache = (key, compute_reference(
-                    comm, c.problem, case.NM, c.hier.cell_type, kind=plan.reference,
-                    factor=plan.reference_factor, lower=c.hier.lower, upper=c.hier.upper,
-                    petsc_options=plan.config.get("solver") or None))
-                logger.info("  reference (%s, %d dofs) in %.1f s", plan.reference,
-                            cache[1].num_dofs, cache[1].seconds)
-            for row in _case_rows(plan, case, c, case_methods, cache[1], comm):
+            key = _reference_key(plan, case)
+            if key not in references:
+                references[key] = _reference(plan, case, comm)
+            reference = references[key]
+            later = {_reference_key(plan, c) for c, _ in todo[k + 1:]}
+            for old in set(references) - later:
+                del references[old]
+            for row in _case_rows(plan, case, case_methods, reference, comm):
                 rows[tuple(row[col] for col in kc)] = row
-            del c
+            del reference
             gc.collect()
             timer.stop()
             _runtime.atomic_write_text(out_dir / "results.csv",
@@ -349,12 +459,29 @@ def _run_study(plan: Plan, out_dir: Path, comm: MPI.Comm, after_case: AfterCase 
                         len(plan.cases), case.describe(), time.perf_counter() - t0, eta)
             if after_case is not None:
                 after_case(case)
-    cache = None
+    references.clear()
     ordered = _ordered(plan, rows)
     _runtime.atomic_write_text(out_dir / "results.csv", csv_text(ordered, plan.columns), comm)
     typed = [parse_row(r) for r in ordered]
-    write_report(plan, typed, out_dir, comm)
+    if todo:  # this invocation computed something: record its time and memory
+        runs.append({"seconds": round(time.perf_counter() - t_start, 1),
+                     "peak_memory_gb": round(peak_memory(comm) / 1e9, 2),
+                     "ranks": comm.size, "cases": len(todo)})
+        meta["runs"] = runs
+        _runtime.atomic_write_json(out_dir / "study.json", meta, comm)
+    write_report(plan, typed, out_dir, comm, runs=runs)
     return typed
+
+
+def _previous_runs(out_dir: Path, comm: MPI.Comm) -> list[dict[str, Any]]:
+    """The ``runs`` recorded in ``out_dir/study.json`` by earlier invocations."""
+    runs: list[dict[str, Any]] = []
+    if comm.rank == 0 and (out_dir / "study.json").exists():
+        try:
+            runs = list(json.loads((out_dir / "study.json").read_text()).get("runs", []))
+        except (OSError, ValueError):
+            runs = []
+    return comm.bcast(runs, root=0)
 
 
 def _ordered(plan: Plan, rows: Mapping[tuple[str, ...], dict]) -> list[dict]:
