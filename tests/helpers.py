@@ -55,3 +55,20 @@ def homogenized_q1(V, A_star, f, prefix="test_hom_"):
         petsc_options={"ksp_type": "preonly", "pc_type": "lu",
                        "pc_factor_mat_solver_type": "mumps"})
     return problem.solve()
+
+
+#: The mesh, coefficient and problem of Hou & Wu (1997) Table II at N = 16 (ε = 0.04,
+#: P = 1.8, f = -1); study configs append their ``[study]`` table.
+HOUWU_TABLE_II_N16 = """
+[mesh]
+cell = "quadrilateral"
+
+[coefficient]
+type = "hou-wu"
+eps = 0.04
+P = 1.8
+
+[problem]
+type = "diffusion"
+f = -1.0
+"""

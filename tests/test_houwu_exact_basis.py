@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import write_text_config
+from helpers import HOUWU_TABLE_II_N16, write_text_config
 from mpi4py import MPI
 
 import msfem
@@ -27,19 +27,7 @@ MUMPS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "m
 OVERSAMPLING = ('{ name = "MFEM-os-exact", method = "oversampling", boundary = "oscillatory", '
                 'oversampling = [{ sampling_region = 256 }], basis_refinement = 2 }')
 
-TABLE_II_N16 = """
-[mesh]
-cell = "quadrilateral"
-
-[coefficient]
-type = "hou-wu"
-eps = 0.04
-P = 1.8
-
-[problem]
-type = "diffusion"
-f = -1.0
-
+TABLE_II_N16 = HOUWU_TABLE_II_N16 + """
 [study]
 name = "Hou-Wu Table II, N = 16, exact-basis columns"
 H_over_eps = 1.5625

@@ -6,7 +6,7 @@ The paper integrates the coarse element stiffness and load with one point per su
 
 import numpy as np
 import pytest
-from helpers import fitted_rate, write_text_config
+from helpers import HOUWU_TABLE_II_N16, fitted_rate, write_text_config
 from mpi4py import MPI
 
 import msfem
@@ -15,19 +15,7 @@ from msfem.studies import run_study
 #: Hou & Wu (1997) Table II, N = 16 (eps = 0.04, eps/H = 0.64, M = 16): nodal l2 errors.
 PUBLISHED_N16 = {"MFEM-O": 6.23e-5, "MFEM-L": 3.54e-4, "LFEM": 1.34e-4}
 
-TABLE_II_N16 = """
-[mesh]
-cell = "quadrilateral"
-
-[coefficient]
-type = "hou-wu"
-eps = 0.04
-P = 1.8
-
-[problem]
-type = "diffusion"
-f = -1.0
-
+TABLE_II_N16 = HOUWU_TABLE_II_N16 + """
 [study]
 name = "Hou-Wu Table II, N = 16, centred coarse quadrature"
 H_over_eps = 1.5625

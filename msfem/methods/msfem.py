@@ -331,13 +331,8 @@ class MsFEM(Method):
                   K_vertices: np.ndarray, engine: PatchEngine, cell: int) -> np.ndarray:
         r"""Restrict the patch functions to K (K-mesh order), normalised: φ_i(x_k) = δ_ik."""
         if S is Kmesh:
-            psi_K = psi
-            at = expand_blocks(Kmesh.positions(K_vertices), engine.bs)
-            try:
-                return psi_K @ np.linalg.inv(psi_K[at])
-            except np.linalg.LinAlgError as err:
-                raise solvers.SolverError(f"the local functions of coarse cell {cell} are "
-                                          f"linearly dependent at its vertices") from err
+            return self._normalise(psi, expand_blocks(Kmesh.positions(K_vertices), engine.bs),
+                                   f"the local functions of coarse cell {cell}")
         return self._restrict_many(psi[None], S, Kmesh, patch, K_vertices, engine,
                                    np.array([cell]))[0]
 
@@ -422,14 +417,8 @@ class MsFEM(Method):
                                      f"the local problems of coarse cells {cells[0]}..."
                                      f"{cells[-1]} (shape {K.shape})")
         vertices = h.coarse_vertices(cells[-1])  # same position in K for every cell
-        at = expand_blocks(K.positions(vertices), bs)
-        try:
-            C = np.linalg.inv(psi[:, at, :])
-        except np.linalg.LinAlgError as err:
-            raise solvers.SolverError(
-                f"the local functions of coarse cells {cells[0]}...{cells[-1]} are linearly "
-                f"dependent at the vertices") from err
-        phi = psi @ C
+        phi = self._normalise(psi, expand_blocks(K.positions(vertices), bs),
+                              f"the local functions of coarse cells {cells[0]}...{cells[-1]}")
         indices, indptr = K.block_pattern_arrays()
         A_blk = engine.block_diagonal(K, len(cells), "all").csr(D)
         B, m = len(cells), phi.shape[2]
@@ -538,15 +527,20 @@ class MsFEM(Method):
             S_index = Kmesh.dof_index + np.array(patch.offset) * engine.problem.degree
             S.cache[key] = expand_blocks(S.lookup[np.ravel_multi_index(
                 tuple(S_index.T), S.node_shape, order="F")], bs)
-        psi_K = psi[:, S.cache[key]]
-        at = expand_blocks(Kmesh.positions(K_vertices), bs)
+        return self._normalise(psi[:, S.cache[key]], expand_blocks(
+            Kmesh.positions(K_vertices), bs), f"the oversampled functions of coarse cells "
+            f"{cells[0]}...{cells[-1]} (reduce the oversampling)")
+
+    @staticmethod
+    def _normalise(psi: np.ndarray, at: np.ndarray, what: str) -> np.ndarray:
+        r""":math:`\phi = \Psi\,\Psi(x_k)^{-1}`, so that :math:`\phi_i(x_k) = \delta_{ik}`.
+
+        ``at``: the rows of the vertices x_k; batched over leading axes of ``psi``.
+        """
         try:
-            C = np.linalg.inv(psi_K[:, at, :])
+            return psi @ np.linalg.inv(psi[..., at, :])
         except np.linalg.LinAlgError as err:
-            raise solvers.SolverError(
-                f"the oversampled functions of coarse cells {cells[0]}...{cells[-1]} are "
-                f"linearly dependent at their vertices; reduce the oversampling") from err
-        return psi_K @ C
+            raise solvers.SolverError(f"{what} are linearly dependent at the vertices") from err
 
     def _element(self, cell: int, engine: PatchEngine, Kmesh: PatchMesh, phi: np.ndarray,
                  A_K, K_vertices: np.ndarray, load: np.ndarray | None = None) -> ElementData:
