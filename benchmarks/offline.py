@@ -15,7 +15,8 @@ Every time is the median of ``--repeat`` runs (default 3).
   default local solver;
 * offline time per coarse element, peak memory (max RSS) after the offline phase per
   coarse element (of the whole process, an upper bound);
-* offline speed-up 1 -> n ranks (needs >= 2 ranks);
+* offline speed-up 1 -> n ranks (needs >= 2 ranks), next to the speed-up of the fine
+  assembly itself (the floor's own scaling on this machine);
 * (offline + online) / fine CG+GAMG solve.
 """
 
@@ -92,11 +93,19 @@ for M in args.M:
     fine = msfem.solve_fine(hier.fine, problem)
     t_fine = comm.allreduce(time.perf_counter() - t, op=MPI.MAX)
     t_asm = fine_assembly(hier)
+    scaling = ""
+    if comm.size > 1:  # the floor's own scaling: the fine assembly on one rank, this run
+        t_asm1 = None
+        if comm.rank == 0:
+            t_asm1 = fine_assembly(msfem.StructuredHierarchy(MPI.COMM_SELF, args.N, M,
+                                                             "quadrilateral"))
+        t_asm1 = comm.bcast(t_asm1, root=0)
+        scaling = f" (speed-up 1 -> {comm.size} ranks {t_asm1 / t_asm:.2f})"
     if comm.rank == 0:
         print(f"Hou-Wu eps={eps:.4g}, {args.N}x{args.N} coarse cells x {M}x{M} fine, "
               f"{fine.num_dofs} fine dofs, {comm.size} rank(s), quadrature degree "
               f"{args.quadrature_degree}; fine CG+GAMG {t_fine:.2f} s, one fine assembly "
-              f"{t_asm:.3f} s", flush=True)
+              f"{t_asm:.3f} s{scaling}", flush=True)
     for variant in args.variants:
         offline(comm, hier, variant)  # warm-up (JIT of the patch forms)
         petsc = {}  # per-patch factorisations (batch_size=1) and the batched ones
