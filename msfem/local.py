@@ -230,11 +230,8 @@ class _Factorisation:
             if self.A is not None:
                 self.A.destroy()
             self._arrays = None
-            self.A = A.duplicate(copy=True)
+            self.A = self._mark(A.duplicate(copy=True))
             self._pattern = (ia.copy(), ja.copy())
-            if self.symmetric:
-                self.A.setOption(PETSc.Mat.Option.SYMMETRIC, True)  # type: ignore[arg-type]
-                self.A.setOption(PETSc.Mat.Option.SYMMETRY_ETERNAL, True)  # type: ignore[arg-type]
         if self.ksp is None:
             self.ksp = solvers.make_ksp(self.A, self.prefix, self.petsc_options, self.defaults)
         elif not same and self.ksp.getOperators()[0].getSize() != (m, n):
@@ -243,6 +240,13 @@ class _Factorisation:
         else:
             self.ksp.setOperators(self.A)
         self._factorise()
+
+    def _mark(self, A: PETSc.Mat) -> PETSc.Mat:
+        """The owned matrix, flagged symmetric for the factorisation when it is."""
+        if self.symmetric:
+            A.setOption(PETSc.Mat.Option.SYMMETRIC, True)  # type: ignore[arg-type]
+            A.setOption(PETSc.Mat.Option.SYMMETRY_ETERNAL, True)  # type: ignore[arg-type]
+        return A
 
     def set_values(self, indptr: Array, indices: Array, values: Array) -> None:
         """Set the operator from CSR arrays and factorise.
@@ -265,10 +269,8 @@ class _Factorisation:
                    np.array(values, dtype=PETSc.ScalarType))
         if self.A is not None:
             self.A.destroy()
-        self.A = PETSc.Mat().createAIJWithArrays((n, n), csr=storage, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
-        if self.symmetric:
-            self.A.setOption(PETSc.Mat.Option.SYMMETRIC, True)  # type: ignore[arg-type]
-            self.A.setOption(PETSc.Mat.Option.SYMMETRY_ETERNAL, True)  # type: ignore[arg-type]
+        A = PETSc.Mat().createAIJWithArrays((n, n), csr=storage, comm=MPI.COMM_SELF)  # type: ignore[arg-type]
+        self.A = self._mark(A)
         self._pattern = (storage[0], storage[1])
         self._arrays = (indptr, indices, storage[2])
         if self.ksp is not None:  # a new Mat object: PETSc redoes the symbolic phase

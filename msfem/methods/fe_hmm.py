@@ -599,6 +599,23 @@ class _SamplingDomain:
         data = np.bincount(target, weights=A.data[keep], minlength=len(indices))
         return data, indptr, indices, m
 
+    def _micro_solve(self, data: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                     rhs: np.ndarray, n: int, what) -> np.ndarray:
+        """Factorise the batch's reduced matrix (CSR) and solve for all affine data."""
+        m = self.R1.shape[1]
+        self.last = (data, indptr, indices, len(indptr) - 1, rhs, m)  # (benchmarks slice it)
+        try:
+            self.solver.set_values(indptr, indices, data)  # numeric phase after the first
+            return self.solver.solve(rhs)
+        except solvers.SolverError as err:
+            raise solvers.SolverError(f"fe-hmm: micro problems of the {what(0)} ... (batch of "
+                                      f"{n}): {err}; is the coefficient positive there?") from err
+
+    def _rhs_X(self, rhs: np.ndarray, X: np.ndarray) -> np.ndarray:
+        r""":math:`\mathrm{rhs}^T X` per copy, shape (copies, k, k)."""
+        B, m, k = self.copies, self.R1.shape[1], X.shape[1]
+        return np.einsum("bmj,bml->bjl", rhs.reshape(B, m, k), X.reshape(B, m, k))
+
     def _solve_linear(self, corners: np.ndarray, n: int, t0: float, what) -> np.ndarray:
         r""":meth:`_batch` from :meth:`_CoefficientModel.reduced` (symmetric forms).
 
@@ -615,15 +632,8 @@ class _SamplingDomain:
         PtAP = y[nnz + B * m * k:].reshape(B, k, k)
         t1 = time.perf_counter()
         self.t_assemble += t1 - t0
-        self.last = (y[:nnz], indptr, indices, B * m, rhs, m)
-        try:
-            self.solver.set_values(indptr, indices, y[:nnz])
-            X = self.solver.solve(rhs)
-        except solvers.SolverError as err:
-            raise solvers.SolverError(f"fe-hmm: micro problems of the {what(0)} ... (batch of "
-                                      f"{n}): {err}; is the coefficient positive there?") from err
-        E = PtAP - np.einsum("bmj,bml->bjl", rhs.reshape(B, m, k), X.reshape(B, m, k))
-        E /= self.volume
+        X = self._micro_solve(y[:nnz], indptr, indices, rhs, n, what)
+        E = (PtAP - self._rhs_X(rhs, X)) / self.volume
         self.t_solve += time.perf_counter() - t1
         self.count += n
         return E[:n]
@@ -659,26 +669,18 @@ class _SamplingDomain:
                 if np.abs(self.model.matrix(corners).data - A.data).max() > 1e-12 * scale:
                     self.model = None  # the form is not affine in its sampled coefficients
                 self._validated = True
-        data, indptr, indices, size = self._reduce(A)
+        data, indptr, indices, _ = self._reduce(A)
         AP = A @ self.P_aff_b
         rhs = -(self.Rb.T @ AP)
         t1 = time.perf_counter()
         self.t_assemble += t1 - t0
-        m = self.R1.shape[1]
-        self.last = (data, indptr, indices, size, rhs, m)  # (benchmarks slice the system)
-        try:
-            self.solver.set_values(indptr, indices, data)  # numeric phase after the first
-            X = self.solver.solve(rhs)
-        except solvers.SolverError as err:
-            raise solvers.SolverError(f"fe-hmm: micro problems of the {what(0)} ... (batch of "
-                                      f"{len(centres)}): {err}; is the coefficient positive "
-                                      f"there?") from err
+        X = self._micro_solve(data, indptr, indices, rhs, len(centres), what)
         n, k = self.P_aff.shape
         APr = AP[self.order].reshape(B, n, k)
         E = np.einsum("bnj,bnl->bjl", self.P_box, APr)  # Pᵀ A P per copy
         if self.problem.is_symmetric:
             # E = Pᵀ A U with U = P + R X and Rᵀ A U = 0; Pᵀ A R X = (Rᵀ A P)ᵀ X = -rhsᵀ X
-            E -= np.einsum("bmj,bml->bjl", rhs.reshape(B, m, k), X.reshape(B, m, k))
+            E -= self._rhs_X(rhs, X)
         else:
             ARX = (A @ (self.Rb @ X))[self.order].reshape(B, n, k)
             E += np.einsum("bnj,bnl->bjl", self.P_box, ARX)
