@@ -65,12 +65,18 @@ def configure_logging(level: int = logging.INFO) -> None:
     logger.propagate = False
 
 
+#: Set by :func:`abort_on_signals` as soon as SIGINT/SIGTERM arrives: from then on no
+#: file is replaced, so what the job leaves behind is what it had when it was interrupted
+#: (a rank may compute on for a moment before ``MPI_Abort`` reaches it).
+_INTERRUPTED = threading.Event()
+
+
 def atomic_write_text(path: str | Path, text: str, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
     """Write ``text`` to ``path`` on rank 0 through a temporary file and a rename.
 
-    Collective. A run killed half-way therefore never leaves a truncated file behind. A
-    failure of rank 0 (disk full, permissions) is raised as :class:`OSError` naming the
-    file on every rank.
+    Collective. A run killed half-way therefore never leaves a truncated file behind, and
+    a run being aborted by a signal replaces no file any more. A failure of rank 0 (disk
+    full, permissions) is raised as :class:`OSError` naming the file on every rank.
     """
     with collective(comm):
         if comm.rank == 0:
@@ -84,6 +90,9 @@ def atomic_write_text(path: str | Path, text: str, comm: MPI.Comm = MPI.COMM_WOR
                 umask = os.umask(0)
                 os.umask(umask)
                 os.chmod(tmp, 0o666 & ~umask)
+                if _INTERRUPTED.is_set():
+                    os.unlink(tmp)
+                    return
                 os.replace(tmp, path)
             except OSError as err:
                 if tmp is not None:
@@ -371,6 +380,7 @@ def abort_on_signals(comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[None]:
             if not data:
                 return
             if data[0] in signals:
+                _INTERRUPTED.set()
                 name = signal.Signals(data[0]).name
                 abort(f"msfem: {_where()}: interrupted by {name}; aborting all ranks",
                       128 + data[0])

@@ -56,7 +56,22 @@ def finish(proc: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str, 
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"hung for {timeout} s; stderr:\n{err}")
-    return proc.returncode, out + err, time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    _wait_for_group(proc.pid)
+    return proc.returncode, out + err, elapsed
+
+
+def _wait_for_group(pgid: int, timeout: float = 10.0) -> None:
+    """Wait until every process of ``pgid`` is gone: the ranks can outlive ``mpiexec``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    os.killpg(pgid, signal.SIGKILL)
+    pytest.fail(f"ranks of process group {pgid} still alive {timeout} s after mpiexec ended")
 
 
 def write(path: Path, text: str) -> Path:
