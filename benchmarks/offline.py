@@ -15,8 +15,10 @@ Every time is the median of ``--repeat`` runs (default 3).
   default local solver;
 * offline time per coarse element, peak memory (max RSS) after the offline phase per
   coarse element (of the whole process, an upper bound);
-* offline speed-up 1 -> n ranks (needs >= 2 ranks), next to the speed-up of the fine
-  assembly itself (the floor's own scaling on this machine);
+* offline speed-up 1 -> n ranks (needs >= 2 ranks): the 1-rank build runs on rank 0
+  between the n-rank builds (the other ranks asleep), so slow drifts of the machine's
+  speed cancel; next to it the speed-up of the fine assembly itself (the floor's own
+  scaling on this machine);
 * (offline + online) / fine CG+GAMG solve.
 """
 
@@ -67,6 +69,14 @@ def offline(c, hier, variant, options=None, keep=False, batch_size=128):
     return timings
 
 
+def idle_bcast(value):
+    """Broadcast rank 0's ``value``; the other ranks wait asleep, not polling a core."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(0.005)
+    return comm.bcast(value, root=0)
+
+
 def fine_assembly(hier):
     """Wall time of one assembly of the fine operator (max over ranks, median of runs)."""
     V = problem.function_space(hier.fine)
@@ -99,7 +109,7 @@ for M in args.M:
         if comm.rank == 0:
             t_asm1 = fine_assembly(msfem.StructuredHierarchy(MPI.COMM_SELF, args.N, M,
                                                              "quadrilateral"))
-        t_asm1 = comm.bcast(t_asm1, root=0)
+        t_asm1 = idle_bcast(t_asm1)
         scaling = f" (speed-up 1 -> {comm.size} ranks {t_asm1 / t_asm:.2f})"
     if comm.rank == 0:
         print(f"Hou-Wu eps={eps:.4g}, {args.N}x{args.N} coarse cells x {M}x{M} fine, "
@@ -115,7 +125,14 @@ for M in args.M:
                     comm.allreduce(offline(comm, hier, variant, {"ksp_type": "preonly", **opts},
                                            batch_size=batch)["local_petsc"], op=MPI.MAX)
                     for _ in range(args.repeat)]))
-        runs = [offline(comm, hier, variant) for _ in range(args.repeat)]
+        runs, serial = [], []
+        h1 = msfem.StructuredHierarchy(MPI.COMM_SELF, args.N, M, "quadrilateral") \
+            if comm.size > 1 and comm.rank == 0 else None
+        for _ in range(args.repeat):  # n ranks and 1 rank interleaved: the machine drifts
+            runs.append(offline(comm, hier, variant))
+            if comm.size > 1:
+                serial.append(idle_bcast(offline(MPI.COMM_SELF, h1, variant)["offline"]
+                                         if comm.rank == 0 else None))
         t_off = float(np.median([r["offline"] for r in runs]))
         t_petsc = float(np.median([comm.allreduce(r["local_petsc"], op=MPI.MAX) for r in runs]))
         space = offline(comm, hier, variant, keep=True)
@@ -137,12 +154,8 @@ for M in args.M:
             f"{(t_off + t_on) / t_fine:.2f}",
         ]
         if comm.size > 1:
-            t_serial = None
-            if comm.rank == 0:
-                h1 = msfem.StructuredHierarchy(MPI.COMM_SELF, args.N, M, "quadrilateral")
-                t_serial = float(np.median([offline(MPI.COMM_SELF, h1, variant)["offline"]
-                                            for _ in range(args.repeat)]))
-            t_serial = comm.bcast(t_serial, root=0)
-            lines.append(f"    offline speed-up 1 -> {comm.size} ranks = {t_serial / t_off:.2f}")
+            pairs = ", ".join(f"{a / r['offline']:.2f}" for a, r in zip(serial, runs))
+            lines.append(f"    offline speed-up 1 -> {comm.size} ranks = "
+                         f"{float(np.median(serial)) / t_off:.2f}  (run by run: {pairs})")
         if comm.rank == 0:
             print("\n".join(lines), flush=True)

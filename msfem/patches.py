@@ -493,7 +493,7 @@ class PatchEngine:
 
     #: Unknowns per block-diagonal factorisation in :meth:`dirichlet_batch` (measured:
     #: PETSc's time per placement grows with the batch beyond ~10k unknowns).
-    BATCH_UNKNOWNS = 8192
+    BATCH_UNKNOWNS = 2048
 
     def __init__(self, hierarchy, problem: Problem, coarse_space,
                  petsc_options: Mapping[str, Any] | None = None):
@@ -791,8 +791,9 @@ class PatchEngine:
         psi[:, pm.boundary] = G.reshape(B, nB, -1)
         if nI == 0:  # (a coarse tetrahedron with M = 1 has no interior dof)
             return psi
-        chunk = max(1, self.BATCH_UNKNOWNS // nI)  # factorisations of about 8k unknowns
-        if B > chunk:
+        chunk = max(1, self.BATCH_UNKNOWNS // nI)  # factorisations of about 2k unknowns (cache-sized)
+        if B > chunk:  # equal chunks: one symbolic factorisation serves them all
+            chunk = -(-B // -(-B // chunk))
             G = G.reshape(B, nB, -1)
             for k in range(0, B, chunk):
                 part = slice(k, k + chunk)
