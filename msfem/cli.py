@@ -8,6 +8,8 @@ Commands::
     msfem homogenize CONFIG.toml [--json]           # msfem.homogenization.cli.homogenize
     msfem rve   CONFIG.toml --out DIR               # msfem.homogenization.cli.rve
     msfem fe2   CONFIG.toml --out DIR [--restart]   # msfem.fe2.run.run (FE², checkpoints)
+    msfem surrogate build CONFIG.toml --out DB.h5   # msfem.surrogate.run.build
+    msfem surrogate solve CONFIG.toml --db DB.h5 --out DIR   # ... .solve
     msfem methods [--json] [--plugin P]             # registered methods and their parameters
     msfem --version
 
@@ -241,6 +243,16 @@ def run_fe2(args: argparse.Namespace, comm: MPI.Comm) -> None:
                                              restart=args.restart, comm=comm)
 
 
+def run_surrogate(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """``msfem surrogate build|solve``: delegate to :mod:`msfem.surrogate.run`."""
+    if args.action == "build":
+        _optional("msfem.surrogate.run", "build", "surrogate")(Path(args.config),
+                                                              Path(args.out), comm=comm)
+    else:
+        _optional("msfem.surrogate.run", "solve", "surrogate")(
+            Path(args.config), Path(args.db), Path(args.out), comm=comm)
+
+
 # ------------------------------------------------------------------------- methods
 def _plain(text: str) -> str:
     """Docstring text without reST markup (roles, double back-quotes), on one line."""
@@ -415,6 +427,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "with load steps and checkpoints")
     fe2.add_argument("--restart", action="store_true",
                      help="continue from the last checkpoint in DIR/checkpoint")
+    help = "hierarchical coupling: an offline RVE database and a learned law"
+    sur = sub.add_parser("surrogate", help=help, description=help)
+    actions = sur.add_subparsers(dest="action", required=True, metavar="ACTION")
+    help = "build (or resume, or extend) the RVE database of CONFIG"
+    bld = actions.add_parser("build", parents=[common], help=help, description=help)
+    bld.add_argument("config", metavar="CONFIG.toml", help="TOML configuration")
+    bld.add_argument("--out", required=True, metavar="DB.h5", help="the database file")
+    help = "fit the law to a database and solve the macro problem with it"
+    sol = actions.add_parser("solve", parents=[common], help=help, description=help)
+    sol.add_argument("config", metavar="CONFIG.toml", help="TOML configuration")
+    sol.add_argument("--db", required=True, metavar="DB.h5", help="the database file")
+    sol.add_argument("--out", required=True, metavar="DIR",
+                     help="result directory (replaced atomically on success)")
+    sur.set_defaults(handler=run_surrogate)
     help = "list the registered methods and their parameters ([msfem] method = NAME)"
     met = sub.add_parser("methods", help=help, description=help)
     met.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

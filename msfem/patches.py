@@ -791,7 +791,7 @@ class PatchEngine:
         psi[:, pm.boundary] = G.reshape(B, nB, -1)
         if nI == 0:  # (a coarse tetrahedron with M = 1 has no interior dof)
             return psi
-        chunk = max(1, self.BATCH_UNKNOWNS // nI)  # factorisations of about 2k unknowns (cache-sized)
+        chunk = max(1, self.BATCH_UNKNOWNS // nI)  # factorisations of ~2k unknowns
         if B > chunk:  # equal chunks: one symbolic factorisation serves them all
             chunk = -(-B // -(-B // chunk))
             G = G.reshape(B, nB, -1)

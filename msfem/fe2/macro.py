@@ -40,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import dolfinx
 import numpy as np
@@ -54,13 +54,13 @@ from msfem.coarse_space import LagrangeCoarseSpace
 from msfem.coefficients import Field
 from msfem.fe2.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from msfem.fe2.laws import Law, create_law
-from msfem.fe2.rve import RVE
+from msfem.fe2.rve import RVE, MicroResult
 from msfem.mesh import StructuredHierarchy
 from msfem.methods.fe_hmm import field_values, macro_quadrature, shape_functions
 from msfem.problem import Dirichlet, Problem
 from msfem.transfer import CoarseGather
 
-__all__ = ["FE2", "FE2Parameters", "FE2Result", "TangentError"]
+__all__ = ["FE2", "FE2Parameters", "FE2Result", "MicroModel", "TangentError"]
 
 logger = _runtime.logger
 
@@ -69,6 +69,29 @@ PetscValue = str | int | float | bool
 
 class TangentError(solvers.SolverError):
     """The homogenized tangent at a macro point is not positive (not elliptic)."""
+
+
+class MicroModel(Protocol):
+    """What the macro Newton asks at its points: an :class:`~msfem.fe2.rve.RVE` or a surrogate.
+
+    Attributes:
+        size: length of a point's history vector (the RVE's reduced fluctuation).
+        solves: micro (RVE) problems solved so far on this rank.
+        t_newton: seconds spent in them on this rank.
+    """
+
+    size: int
+    solves: int
+    t_newton: float
+
+    def solve(self, G: np.ndarray, w_hat: np.ndarray | None = None,
+              what: str = "micro problem") -> MicroResult:
+        """Flux/stress Q, tangent C = dQ/dG (and the new history) at macro gradient G."""
+        ...
+
+    def update(self, gradients: np.ndarray, what: str) -> None:
+        """Collective, once per macro iteration, with the owned points' gradients (m columns)."""
+        ...
 
 
 class FE2Parameters(pydantic.BaseModel):
@@ -154,6 +177,10 @@ class FE2:
         dirichlet: Dirichlet conditions (default u = 0 on all of ∂Ω), scaled by the load
             factor.
         params: :class:`FE2Parameters`, or keyword arguments to build them.
+        micro: the constitutive model asked at the macro points (:class:`MicroModel`);
+            default: this rank's :class:`~msfem.fe2.rve.RVE` of ``law`` (FE²). A
+            surrogate (:class:`msfem.surrogate.SurrogateMicro`) turns the same macro
+            Newton into hierarchical coupling.
 
     Example:
         >>> fe2 = FE2(h, "nonlinear-diffusion", law_parameters={"beta": 1.0},
@@ -165,7 +192,8 @@ class FE2:
                  law_parameters: Mapping[str, Any] | None = None,
                  load: Field | float | Sequence[float] = 0.0,
                  dirichlet: Sequence[Dirichlet] = (Dirichlet(0.0),),
-                 params: FE2Parameters | None = None, **kwargs: Any):
+                 params: FE2Parameters | None = None, micro: MicroModel | None = None,
+                 **kwargs: Any):
         if not isinstance(hierarchy, StructuredHierarchy):
             raise ValueError("FE2 needs a StructuredHierarchy (its coarse mesh is the macro "
                              "mesh)")
@@ -195,6 +223,7 @@ class FE2:
         self.cell_dofs = self.space.cell_dofs(self.local_cells, self.cells)
         self._setup_points()
         self._rve: RVE | None = None
+        self._micro = micro
 
     # ------------------------------------------------------------------ set-up
     def _setup_points(self) -> None:
@@ -252,6 +281,11 @@ class FE2:
                             petsc_options=p.micro_solver or None)
         return self._rve
 
+    @property
+    def micro(self) -> MicroModel:
+        """The constitutive model of the macro points (default: :attr:`rve`)."""
+        return self._micro if self._micro is not None else self.rve
+
     def signature(self) -> dict[str, Any]:
         """What a checkpoint must match to be restarted by this run (JSON types)."""
         h, p = self.hierarchy, self.params
@@ -262,10 +296,16 @@ class FE2:
         return json.loads(json.dumps(sig))
 
     # ------------------------------------------------------------------ one iterate
+    def gradients(self, values: list[np.ndarray]) -> np.ndarray:
+        """Macro gradients :math:`G_l = B_l U_K` at the owned points, shape (points, m)."""
+        m = self.dim * self.bs
+        out = [B @ uK for Bs, uK in zip(self.B, values) for B in Bs]
+        return np.array(out).reshape(len(out), m)
+
     def _micro_loop(self, values: list[np.ndarray], history: np.ndarray, step: int,
                     iteration: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
         """Element tangents and internal forces of the owned cells (local work only)."""
-        rve, p = self.rve, self.params
+        rve, p = self.micro, self.params
         blocks_K, blocks_R = [], []
         stats: dict[str, float] = {"micro_iterations": 0, "hill_mandel": 0.0}
         k = 0
@@ -327,7 +367,7 @@ class FE2:
         Uvec = U.x.petsc_vec
         r0, r1 = Uvec.getOwnershipRange()
         owned = np.arange(r0, r1, dtype=np.int64)
-        width, solves = self.rve.size, self.rve.solves
+        width, solves = self.micro.size, self.micro.solves
         history = np.zeros((self.n_points, width))
         result = FE2Result(U=U)
         first = 1
@@ -371,7 +411,7 @@ class FE2:
             for obj in (ksp, K, Rvec, delta, b):
                 obj.destroy()
         result.hill_mandel_max = max([s["hill_mandel"] for s in result.steps] or [0.0])
-        result.micro_solves = int(comm.allreduce(self.rve.solves - solves))
+        result.micro_solves = int(comm.allreduce(self.micro.solves - solves))
         return result
 
     def _matrix(self) -> PETSc.Mat:
@@ -394,7 +434,7 @@ class FE2:
               delta: PETSc.Vec, b: PETSc.Vec, rows: np.ndarray, fixed: np.ndarray,
               g_full: np.ndarray) -> dict[str, Any]:
         """One load step: Newton from the previous state (collective)."""
-        p, comm, rve = self.params, self.comm, self.rve
+        p, comm, rve = self.params, self.comm, self.micro
         Uvec = U.x.petsc_vec
         record: dict[str, Any] = {"step": step, "load_factor": lam, "residuals": [],
                                   "micro_iterations": [], "hill_mandel": 0.0, "timings": []}
@@ -403,6 +443,8 @@ class FE2:
             t0 = time.perf_counter()
             tn = rve.t_newton
             values = gather(Uvec)
+            rve.update(self.gradients(values), f"load step {step}/{p.steps}, macro iteration "
+                                               f"{iteration}")  # collective
             with dolfinx.common.Timer("~msfem: fe2 micro problems"), _runtime.collective(comm):
                 blocks_K, blocks_R, stats = self._micro_loop(values, history, step, iteration)
             t1 = time.perf_counter()

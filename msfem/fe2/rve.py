@@ -273,6 +273,9 @@ class RVE:
         return MicroResult(Q=Q, C=C, w=w_hat, residuals=residuals, hill_mandel=hill_mandel,
                            energy=energy)
 
+    def update(self, gradients: np.ndarray, what: str) -> None:
+        """Nothing to prepare before a macro iteration (the FE² micro model is exact)."""
+
     def destroy(self) -> None:
         """Free the factorisation."""
         self.solver.destroy()
