@@ -70,13 +70,16 @@ MODULES = {
                                 "msfem.homogenization.apparent",
                                 "msfem.homogenization.microstructures",
                                 "msfem.homogenization.rve"],
+    "Concurrent and hierarchical coupling": ["msfem.surrogate", "msfem.surrogate.database",
+                                             "msfem.surrogate.model", "msfem.surrogate.micro",
+                                             "msfem.surrogate.run"],
     "Studies, pictures, output": ["msfem.studies", "msfem.studies.plan",
                                   "msfem.studies.reference", "msfem.studies.run",
                                   "msfem.studies.report", "msfem.plot", "msfem.io"],
 }
 #: Packages whose names are re-exported from their modules (documented there): the
 #: package page shows the docstring only.
-PACKAGES = {"msfem.methods", "msfem.homogenization", "msfem.studies"}
+PACKAGES = {"msfem.methods", "msfem.homogenization", "msfem.studies", "msfem.surrogate"}
 
 
 def _public_api(out: Path) -> None:
