@@ -249,8 +249,8 @@ def _message(err: pydantic.ValidationError, path: Path) -> str:
     return f"{str(path)!r}: " + "; ".join(dict.fromkeys(parts))
 
 
-def load_config(path: str | Path) -> FE2Config:
-    """Read and validate an ``msfem fe2`` configuration.
+def load_config(path: str | Path, model: type[FE2Config] = FE2Config) -> Any:
+    """Read and validate an ``msfem fe2`` configuration (or one of an extension ``model``).
 
     Raises:
         ConfigError: one line naming the section, the key and the problem.
@@ -258,7 +258,7 @@ def load_config(path: str | Path) -> FE2Config:
     path = Path(path)
     raw = read_toml(path)
     try:
-        return FE2Config.model_validate(raw)
+        return model.model_validate(raw)
     except pydantic.ValidationError as err:
         raise ConfigError(_message(err, path)) from None
 

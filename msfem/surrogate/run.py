@@ -29,9 +29,9 @@ import pydantic
 from mpi4py import MPI
 
 from msfem import _runtime, io
-from msfem.config import ConfigError, read_toml
 from msfem.fe2.macro import FE2, FE2Result
-from msfem.fe2.run import FE2Config, _message
+from msfem.fe2.run import FE2Config
+from msfem.fe2.run import load_config as fe2_load_config
 from msfem.mesh import StructuredHierarchy
 from msfem.surrogate.database import Design, RVEDatabase, build_database, micro_fingerprint
 from msfem.surrogate.micro import SurrogateMicro
@@ -89,12 +89,7 @@ def load_config(path: str | Path) -> SurrogateConfig:
     Raises:
         ConfigError: one line naming the section, the key and the problem.
     """
-    path = Path(path)
-    raw = read_toml(path)
-    try:
-        return SurrogateConfig.model_validate(raw)
-    except pydantic.ValidationError as err:
-        raise ConfigError(_message(err, path)) from None
+    return fe2_load_config(path, SurrogateConfig)
 
 
 def build(config: str | Path, out: str | Path, *, comm: MPI.Comm = MPI.COMM_WORLD,
