@@ -23,6 +23,13 @@ def fitted_rate(h, err):
     return float(np.polyfit(np.log(h), np.log(err), 1)[0])
 
 
+#: The laminate of the FE² tests (a1 = 1, a2 = 10, layers normal to y1, fraction 1/2) and
+#: its exact homogenized tensor A* = diag(harmonic mean, arithmetic mean).
+A1, A2 = 1.0, 10.0
+A_STAR = np.diag([1 / (0.5 / A1 + 0.5 / A2), 0.5 * (A1 + A2)])
+NONLINEAR = {"a1": A1, "a2": A2, "beta": 1.0}
+
+
 def write_text_config(directory: Path, text: str, name: str = "case.toml") -> Path:
     """Write a config file on rank 0 into a directory shared by all ranks."""
     path = directory / name

@@ -14,7 +14,7 @@ import dolfinx.fem.petsc
 import numpy as np
 import pytest
 import ufl
-from helpers import homogenized_q1, write_text_config
+from helpers import A1, A2, A_STAR, NONLINEAR, homogenized_q1, write_text_config
 from mpi4py import MPI
 
 import msfem
@@ -29,10 +29,6 @@ from msfem.fe2 import (
     register_law,
 )
 from msfem.fe2.run import load_config
-
-A1, A2 = 1.0, 10.0
-A_STAR = np.diag([1 / (0.5 / A1 + 0.5 / A2), 0.5 * (A1 + A2)])
-NONLINEAR = {"a1": A1, "a2": A2, "beta": 1.0}
 
 
 def hierarchy(comm, N=3):

@@ -13,7 +13,7 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-from helpers import write_text_config
+from helpers import A1, A2, A_STAR, NONLINEAR, write_text_config
 from mpi4py import MPI
 
 import msfem
@@ -30,10 +30,7 @@ from msfem.surrogate import (
 )
 from msfem.transfer import CoarseGather
 
-A1, A2 = 1.0, 10.0
-A_STAR = np.diag([1 / (0.5 / A1 + 0.5 / A2), 0.5 * (A1 + A2)])
 LINEAR = {"a1": A1, "a2": A2}
-NONLINEAR = {"a1": A1, "a2": A2, "beta": 1.0}
 MICRO = FE2Parameters(micro_cells=8)
 
 

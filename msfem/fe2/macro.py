@@ -302,9 +302,13 @@ class FE2:
         out = [B @ uK for Bs, uK in zip(self.B, values) for B in Bs]
         return np.array(out).reshape(len(out), m)
 
-    def _micro_loop(self, values: list[np.ndarray], history: np.ndarray, step: int,
+    def _micro_loop(self, values: list[np.ndarray], gradients: np.ndarray,
+                    history: np.ndarray, step: int,
                     iteration: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-        """Element tangents and internal forces of the owned cells (local work only)."""
+        """Element tangents and internal forces of the owned cells (local work only).
+
+        ``gradients``: :meth:`gradients` of ``values``, one row per point in loop order.
+        """
         rve, p = self.micro, self.params
         blocks_K, blocks_R = [], []
         stats: dict[str, float] = {"micro_iterations": 0, "hill_mandel": 0.0}
@@ -313,7 +317,7 @@ class FE2:
             n = len(uK)
             K_e, R_e = np.zeros((n, n)), np.zeros(n)
             for ell, (xl, wl, B) in enumerate(zip(x, w, Bs)):
-                G = B @ uK
+                G = gradients[k]
                 what = (f"macro point {ell} at x = ({', '.join(f'{c:.4g}' for c in xl)}) of "
                         f"macro cell {int(cell)}, load step {step}/{p.steps} (macro "
                         f"iteration {iteration})")
@@ -443,10 +447,12 @@ class FE2:
             t0 = time.perf_counter()
             tn = rve.t_newton
             values = gather(Uvec)
-            rve.update(self.gradients(values), f"load step {step}/{p.steps}, macro iteration "
-                                               f"{iteration}")  # collective
+            gradients = self.gradients(values)
+            rve.update(gradients, f"load step {step}/{p.steps}, macro iteration "
+                                  f"{iteration}")  # collective
             with dolfinx.common.Timer("~msfem: fe2 micro problems"), _runtime.collective(comm):
-                blocks_K, blocks_R, stats = self._micro_loop(values, history, step, iteration)
+                blocks_K, blocks_R, stats = self._micro_loop(values, gradients, history, step,
+                                                             iteration)
             t1 = time.perf_counter()
             micro = rve.t_newton - tn
             K.setValuesCOO(np.concatenate([e.ravel() for e in blocks_K]) if blocks_K

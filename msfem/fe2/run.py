@@ -263,6 +263,15 @@ def load_config(path: str | Path, model: type[FE2Config] = FE2Config) -> Any:
         raise ConfigError(_message(err, path)) from None
 
 
+def write_results(out: Path, metrics: dict[str, Any], U: Any, output: OutputSection,
+                  comm: MPI.Comm) -> None:
+    """``out/metrics.json`` and (``output.fields``) ``out/fields/``, each atomically."""
+    io.write_metrics(out / "metrics.json", metrics, comm)
+    if output.fields:
+        with _runtime.atomic_directory(out / "fields", comm) as tmp:
+            io.write_fields(tmp, [U], format=output.format)
+
+
 def run(config: str | Path, out: str | Path, *, restart: bool = False,
         comm: MPI.Comm = MPI.COMM_WORLD) -> FE2Result:
     """Run ``msfem fe2``: validate, solve (or continue) the load steps, write ``out``.
@@ -302,10 +311,7 @@ def run(config: str | Path, out: str | Path, *, restart: bool = False,
         "config_file": str(config),
         "config": cfg.model_dump(),
     }
-    io.write_metrics(out / "metrics.json", metrics, comm)
-    if cfg.output.fields:
-        with _runtime.atomic_directory(out / "fields", comm) as tmp:
-            io.write_fields(tmp, [U], format=cfg.output.format)
+    write_results(out, metrics, U, cfg.output, comm)
     _runtime.logger.info("fe2: %d load steps, Hill-Mandel max %.1e, results in %s",
                          len(result.steps), result.hill_mandel_max, out)
     return result

@@ -108,10 +108,11 @@ class Design(pydantic.BaseModel):
 def micro_fingerprint(law: Law, dim: int, cell_type: str, micro: dict[str, Any],
                       design: Design) -> dict[str, Any]:
     """What the stored responses depend on (JSON types)."""
+    lo, hi = design.box(_m(law, dim))
     return json.loads(json.dumps({
         "law": law.describe(), "dim": dim, "cell": cell_type, "micro": micro,
-        "design": {"kind": design.design, "lower": design.box(_m(law, dim))[0].tolist(),
-                   "upper": design.box(_m(law, dim))[1].tolist(), "seed": design.seed}}))
+        "design": {"kind": design.design, "lower": lo.tolist(), "upper": hi.tolist(),
+                   "seed": design.seed}}))
 
 
 def _m(law: Law, dim: int) -> int:

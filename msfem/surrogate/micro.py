@@ -162,11 +162,8 @@ def _separated(points: np.ndarray, k: int, box: tuple[np.ndarray, np.ndarray]) -
     """At most ``k`` of ``points``, greedily far apart (deterministic; order-independent)."""
     lo, hi = box
     scale = np.where(hi > lo, hi - lo, 1.0)
-    z = np.round(points / scale, 12)
-    order = np.lexsort(z.T[::-1])
-    pts, z = points[order], z[order]
-    _, first = np.unique(z, axis=0, return_index=True)
-    pts, z = pts[np.sort(first)], z[np.sort(first)]
+    z, first = np.unique(np.round(points / scale, 12), axis=0, return_index=True)  # sorted
+    pts = points[first]
     chosen = [int(np.argmax(np.linalg.norm(z - z.mean(axis=0), axis=1)))]
     dist = np.linalg.norm(z - z[chosen[0]], axis=1)
     while len(chosen) < min(k, len(z)):

@@ -28,9 +28,9 @@ import numpy as np
 import pydantic
 from mpi4py import MPI
 
-from msfem import _runtime, io
+from msfem import _runtime
 from msfem.fe2.macro import FE2, FE2Result
-from msfem.fe2.run import FE2Config
+from msfem.fe2.run import FE2Config, write_results
 from msfem.fe2.run import load_config as fe2_load_config
 from msfem.mesh import StructuredHierarchy
 from msfem.surrogate.database import Design, RVEDatabase, build_database, micro_fingerprint
@@ -156,10 +156,7 @@ def solve(config: str | Path, database: str | Path, out: str | Path, *,
         "config_file": str(config),
         "config": cfg.model_dump(),
     }
-    io.write_metrics(out / "metrics.json", metrics, comm)
-    if cfg.output.fields:
-        with _runtime.atomic_directory(out / "fields", comm) as tmp:
-            io.write_fields(tmp, [U], format=cfg.output.format)
+    write_results(out, metrics, U, cfg.output, comm)
     _runtime.logger.info("surrogate: %d load steps, %d samples (%d added), results in %s",
                          len(result.steps), metrics["samples"], micro.added, out)
     return result
