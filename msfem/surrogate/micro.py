@@ -15,7 +15,9 @@ evaluated at all owned points at once. Where the relative uncertainty exceeds
   appended to the database (source 1) and the law is refitted on rank 0 and broadcast;
   repeated up to ``max_rounds`` times;
 * otherwise (or when the rounds are spent): a :class:`SurrogateWarning` on rank 0 says
-  how many points extrapolate and by how much -- never silently.
+  how many points extrapolate and by how much -- never silently (once, and again only
+  when the uncertainty has doubled; :attr:`SurrogateMicro.max_uncertainty` keeps the
+  largest).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class SurrogateMicro:
         self.added = 0  # samples added by active learning (all ranks)
         self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._rve: RVE | None = None
+        self._warned = 0.0  # the largest uncertainty warned about
 
     # ------------------------------------------------------------------ MicroModel
     def update(self, gradients: np.ndarray, what: str) -> None:
@@ -90,14 +93,16 @@ class SurrogateMicro:
         self.max_uncertainty = max(self.max_uncertainty, worst)
         if worst > self.tolerance:
             n = int(self.comm.allreduce(int(np.sum(u > self.tolerance))))
-            if self.comm.rank == 0:
+            if self.comm.rank == 0 and worst > 2 * self._warned:  # once, again if it doubles
+                self._warned = worst
+                where = "lie outside the sampled box" if not np.isfinite(worst) else \
+                    f"have relative uncertainty above {self.tolerance:g} (max {worst:.2e})"
+                fix = "raise max_rounds / max_new" if self.active else \
+                    "enable active learning"
                 warnings.warn(SurrogateWarning(
-                    f"surrogate: {what}: {n} macro point(s) have relative uncertainty "
-                    f"{'> ' if np.isfinite(worst) else ''}{self.tolerance:g} (max "
-                    f"{'outside the sampled box' if not np.isfinite(worst) else f'{worst:.2e}'}"
-                    f"); the law extrapolates there -- "
-                    f"{'raise max_rounds / max_new' if self.active else 'enable active learning'}"
-                    f" or widen the sampled box"), stacklevel=2)
+                    f"surrogate: {what}: {n} macro point(s) {where}; the law extrapolates "
+                    f"there -- {fix} or widen the sampled box (further warnings only if the "
+                    f"uncertainty doubles)"), stacklevel=2)
 
     def solve(self, G: np.ndarray, w_hat: np.ndarray | None = None,
               what: str = "macro point") -> MicroResult:
