@@ -121,6 +121,19 @@ def test_excepthook_is_installed_and_can_be_turned_off():
     assert (on.stdout.strip(), off.stdout.strip()) == ("False", "True")
 
 
+@pytest.mark.serial_only
+@pytest.mark.parametrize("variables, threads", [({}, 1), ({"MSFEM_BLAS_THREADS": "2"}, 2),
+                                                ({"OPENBLAS_NUM_THREADS": "2"}, 2)])
+def test_blas_runs_one_thread_per_process_unless_the_user_says_otherwise(variables, threads):
+    # numpy first: its BLAS is loaded before msfem; scipy's after (both must be limited)
+    code = ("import numpy, msfem, scipy.linalg, threadpoolctl; print(max(i['num_threads'] "
+            "for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'))")
+    clean = {k: v for k, v in ENV.items() if k not in _runtime.THREAD_VARIABLES}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**clean, **variables}, timeout=TIMEOUT)
+    assert out.stdout.strip() == str(threads), out.stderr
+
+
 @mpi_subprocess
 def test_gmsh_script_that_raises_stops_every_rank(tmp_path):
     geometry = write(tmp_path / "broken_geometry.py", """

@@ -62,6 +62,7 @@ MODULES = {
     "Methods and the offline phase": ["msfem.methods", "msfem.methods.base",
                                       "msfem.methods.msfem", "msfem.methods.lod",
                                       "msfem.space", "msfem.coarse_space", "msfem.local",
+                                      "msfem.condensation",
                                       "msfem.patches", "msfem.transfer"],
     "Coarse system, reconstruction, errors": ["msfem.coarse", "msfem.norms"],
     "Homogenization and RVEs": ["msfem.homogenization", "msfem.homogenization.periodic",

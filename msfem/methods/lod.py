@@ -23,10 +23,13 @@ coarse cells, clipped to Ω), the element correctors
 
 are solved as one saddle-point problem per patch (the constraints
 :math:`(I_H w)(z) = 0` at the coarse nodes z of the closed patch, off the Dirichlet
-boundary, by Lagrange multipliers), one factorisation and all right-hand sides
-:math:`\lambda_j`, j a vertex of T, at once (:class:`msfem.local.ConstrainedSolver`, Schur
-complement on the multipliers). The multiscale space is :math:`(1 - Q_k)V_H`,
-:math:`Q_k = \sum_T Q_T`.
+boundary, by Lagrange multipliers), all right-hand sides :math:`\lambda_j`, j a vertex of
+T, at once. The patch operator is the sum of its coarse cells' matrices, so every coarse
+cell's interior fine dofs are eliminated once per rank (:mod:`msfem.condensation`) and a
+patch problem lives on the coarse skeleton: 184 + 16 unknowns for k = 1 and 16 x 16 fine
+cells per coarse cell instead of 2209 + 16 (dense LAPACK; larger patches by MUMPS, one
+symbolic factorisation per patch sparsity). The multiscale space is
+:math:`(1 - Q_k)V_H`, :math:`Q_k = \sum_T Q_T`.
 
 * Petrov--Galerkin LOD (``test = "petrov-galerkin"``, the default, as in gridlod): find
   :math:`u_H \in V_H` with :math:`a((1 - Q_k)u_H, v_H) = (f, v_H)` for all
@@ -59,13 +62,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pydantic
-import scipy.sparse as sp
 
 from msfem import solvers
-from msfem.local import ConstrainedSolver
+from msfem.condensation import CellCondensation, CondensedCells, SkeletonPattern
+from msfem.local import DirichletSolver
 from msfem.mesh import StructuredHierarchy
 from msfem.methods.base import ElementData, Method, Parameters, register
-from msfem.patches import PatchEngine, PatchMesh, Where, blocked, nodal_functions
+from msfem.patches import PatchEngine, PatchMesh, Where, nodal_functions
 from msfem.transfer import expand_blocks
 
 #: Cell types with a Q1 coarse space (the quasi-interpolation is defined for them).
@@ -185,94 +188,155 @@ class LOD(Method):
         sizes = np.cumsum([0] + [len(v) * engine.bs for v in verts])
         engine.region_cache["lod rows"] = {int(c): dofs[a:b] for c, a, b in
                                            zip(cells, sizes[:-1], sizes[1:])}
+        # every cell of the patches, condensed in one go on the first local() (inside the
+        # driver's collective error handling)
+        patches = [self._patch_cells(h, int(c))[2] for c in cells]
+        engine.region_cache["lod cells"] = np.unique(np.concatenate(patches)) if patches \
+            else np.zeros(0, dtype=np.int64)
 
     def local(self, cell: int, engine: PatchEngine) -> ElementData:
-        r"""Element correctors :math:`Q_T\lambda_j` on the patch of T; T's element data."""
+        r"""Element correctors :math:`Q_T\lambda_j` on the patch of T; T's element data.
+
+        The saddle-point problem on the patch is solved on its coarse skeleton
+        (:mod:`msfem.condensation`): every coarse cell's interior dofs are eliminated once
+        per rank and build, whichever patches contain the cell.
+        """
         h, bs, p = engine.hierarchy, engine.bs, engine.problem.degree
-        lo, hi = self.patch_box(h, cell)
+        lo, hi, cells, at = self._patch_cells(h, cell)
         pm = engine.patch_mesh(tuple(int(s) for s in (hi - lo) * h.M))
-        # the patch operator: the sum of its coarse cells' matrices (each assembled once)
-        A_U_csr = sp.csr_matrix((engine.summed_patch_values(pm, lo, hi),
-                                 *pm.block_pattern_arrays()), shape=pm.matrix_shape)
-        values, load_T = engine.cell_values([cell])[0]
-        K = engine.patch_mesh((h.M,) * h.dim)  # T's mesh (its position is not needed)
-        K_vertices = h.coarse_vertices(cell)
-        what = Where(cell, K_vertices)
-        # T's matrix and nodal functions; right-hand sides a_T(λ_j, ·) on the patch
-        A_T = sp.csr_matrix((values, *K.block_pattern_arrays()), shape=K.matrix_shape)
-        Lam_T = _cell_nodal(K, h, bs)
-        in_patch = expand_blocks(pm.lookup[np.ravel_multi_index(
-            tuple((K.dof_index + (np.array(h.coarse_square(cell)[0]) - lo) * h.M * p).T),
-            pm.node_shape, order="F")], bs)
-        n_U = pm.matrix_shape[0]
-        rhs = np.zeros((n_U, Lam_T.shape[1]))
-        rhs[in_patch] = A_T @ Lam_T
-        # the constraints I_H w = 0
-        key = self._touches(h, lo, hi)  # patches of one shape and position share patterns
-        A_II = self._interior_block(pm, A_U_csr, key)
-        C = self._constraints(engine, pm, lo, hi)
-        Q = np.zeros_like(rhs)
-        if C.shape[0] and len(pm.interior):
-            solver = self._solver(engine, (pm.shape, key))
-            t0 = solver.petsc_seconds
-            try:
-                solver.set_operators(A_II, C)
-                Q[pm.interior], _ = solver.solve(rhs[pm.interior])
-            except solvers.SolverError as err:
-                raise solvers.SolverError(f"LOD correctors on {what}: {err}") from err
-            engine.t_petsc += solver.petsc_seconds - t0
+        shape = hi - lo
+        cond, rows = self._condensed(engine, cells)
+        skeleton, node_rows = self._skeleton(engine, pm, lo, hi)
+        try:
+            y = skeleton.solve(cond.E[rows], cond.F[rows[at]], at, None if skeleton.dense else
+                               self._factorisation(engine, (pm.shape, self._touches(h, lo, hi))))
+        except solvers.SolverError as err:
+            raise solvers.SolverError(f"LOD correctors on {Where(cell, h.coarse_vertices(cell))}"
+                                      f": {err}") from err
+        w = skeleton.interior(cond, rows, y, at)  # Q_T λ_j on every cell of the patch
+        r = w.shape[2]
+        Q = np.zeros((skeleton.n_U, r))
+        Q[skeleton.cell_dofs.ravel()] = w.reshape(-1, r)
         # element data: rows = the patch's nodes, columns = T's
-        Lam_U = self._patch_nodal(pm, lo, hi, h, bs)
-        rows = self._rows(engine, cell, lo, hi)
-        at_T = expand_blocks(self._vertex_positions(h, K_vertices, lo, hi), bs)
-        A_e = -(Lam_U.T @ (A_U_csr @ Q))
-        A_e[at_T] += Lam_T.T @ (A_T @ Lam_T)
-        b_e = np.zeros(len(rows))
-        b_e[at_T] = Lam_T.T @ load_T
+        K = engine.patch_mesh((h.M,) * h.dim)
+        Lam_T = _cell_nodal(K, h, bs)
+        A_e = np.zeros((int(np.prod(shape + 1)) * bs, r))
+        np.add.at(A_e, node_rows, -np.einsum("ckv,ckj->cvj", cond.Pt[rows], w))
+        A_e[node_rows[at]] += cond.Pt[rows[at]].T @ Lam_T
+        b_e = np.zeros(len(A_e))
+        b_e[node_rows[at]] = Lam_T.T @ engine.cell_values([cell])[0][1]
         trial = -Q
-        trial[in_patch] += self._share(K, cell, h, p, bs)[:, None] * Lam_T
-        return ElementData(cell=int(cell), rows=rows, cols=engine.cell_dofs[int(cell)], A=A_e,
-                           b=b_e, fine_dofs=self._lattice_ids(pm, lo, h, p), trial=trial)
+        trial[skeleton.cell_dofs[at]] += self._share(K, cell, h, p, bs)[:, None] * Lam_T
+        return ElementData(cell=int(cell), rows=self._rows(engine, cell, lo, hi),
+                           cols=engine.cell_dofs[int(cell)], A=A_e, b=b_e,
+                           fine_dofs=self._lattice_ids(pm, lo, h, p), trial=trial)
 
     # ------------------------------------------------------------------ pieces
-    #: Constrained solvers kept alive per rank (least recently used ones are destroyed):
-    #: one per patch shape and placement kind reuses the symbolic factorisation, but every
-    #: live MUMPS instance holds its factors -- and some hundred of them crash MUMPS/MPICH.
+    #: Sparse factorisations of condensed patch problems kept alive per rank (least recently
+    #: used ones are destroyed): one per patch shape and placement kind reuses the symbolic
+    #: phase, but every live MUMPS instance holds its factors -- and some hundred of them
+    #: crash MUMPS/MPICH.
     SOLVERS_ALIVE = 8
 
-    def _solver(self, engine: PatchEngine, key: tuple) -> ConstrainedSolver:
-        """The constrained solver of patches with sparsity ``key`` (an LRU cache per rank)."""
+    def _factorisation(self, engine: PatchEngine, key: tuple) -> DirichletSolver:
+        """The factorisation of condensed patches with sparsity ``key`` (an LRU per rank)."""
         cache = engine.region_cache.setdefault("lod solvers", {})
         solver = cache.pop(key, None)
         if solver is None:
-            solver = ConstrainedSolver(symmetric=engine.problem.is_symmetric,
-                                       prefix="msfem_lod_", petsc_options=engine.petsc_options)
+            symmetric = engine.problem.is_symmetric
+            options = {"ksp_type": "preonly", "pc_type": "cholesky" if symmetric else "lu",
+                       "pc_factor_mat_solver_type": "mumps", **engine.petsc_options}
+            solver = DirichletSolver(symmetric=symmetric, prefix="msfem_lod_",
+                                     petsc_options=options)
             while len(cache) >= self.SOLVERS_ALIVE:
                 cache.pop(next(iter(cache))).destroy()
         cache[key] = solver  # most recently used last
         return solver
 
+    def _patch_cells(self, h, cell: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The patch box of T, its coarse cells (first axis fastest) and T's position."""
+        lo, hi = self.patch_box(h, cell)
+        shape = hi - lo
+        squares = lo[:, None] + np.array(np.unravel_index(
+            np.arange(int(np.prod(shape))), tuple(shape), order="F"))
+        cells = np.ravel_multi_index(tuple(squares), tuple(h.N), order="F")
+        at = int(np.ravel_multi_index(tuple(np.array(h.coarse_square(cell)[0]) - lo),
+                                      tuple(shape), order="F"))
+        return lo, hi, cells, at
+
+    def _condensed(self, engine: PatchEngine, cells: np.ndarray
+                   ) -> tuple[CondensedCells, np.ndarray]:
+        """The condensed coarse cells ``cells`` and their rows (condensed once per build)."""
+        cache = engine.region_cache.get("lod condensed")
+        if cache is None or not all(int(c) in cache[1] for c in cells):
+            known = cache[1] if cache is not None else {}
+            wanted = np.concatenate([engine.region_cache.pop("lod cells", []), cells])
+            todo = [c for c in dict.fromkeys(int(c) for c in wanted) if c not in known]
+            geometry = self._geometry(engine)
+            new = geometry.condense(np.stack([v for v, _ in engine.cell_values(todo)]))
+            if cache is not None:
+                old = cache[0]
+                new = CondensedCells(geometry, *(np.concatenate([getattr(old, f), getattr(new, f)])
+                                                 for f in ("Z", "Z_r", "E", "F", "Pt")))
+                todo = list(known) + todo
+            cache = (new, {c: i for i, c in enumerate(todo)})
+            engine.region_cache["lod condensed"] = cache
+        index = cache[1]
+        return cache[0], np.array([index[int(c)] for c in cells], dtype=np.int64)
+
+    @staticmethod
+    def _geometry(engine: PatchEngine) -> CellCondensation:
+        """The condensation of a coarse cell: its fine pattern, I_H's rows, the hats."""
+        h, bs = engine.hierarchy, engine.bs
+        K = engine.patch_mesh((h.M,) * h.dim)  # the mesh of every coarse cell (not moved)
+        if ("lod condensation", engine.problem.is_symmetric) not in K.cache:
+            K.cache[("lod condensation", engine.problem.is_symmetric)] = CellCondensation(
+                *K.block_pattern_arrays(), K.interior, K.boundary,
+                projection_matrix(h, engine.problem, engine), _cell_nodal(K, h, bs),
+                engine.problem.is_symmetric)
+        return K.cache[("lod condensation", engine.problem.is_symmetric)]
+
+    def _skeleton(self, engine: PatchEngine, pm: PatchMesh, lo, hi
+                  ) -> tuple[SkeletonPattern, np.ndarray]:
+        r"""The skeleton unknowns of a patch and the patch rows of its cells' vertices.
+
+        Unknowns: the dofs interior to U on coarse-cell boundaries, and the multipliers of
+        :math:`(I_H w)(z) = 0` at the closed patch's nodes off ∂Ω (the averaging weight
+        :math:`1/\#\{T \ni z\}` does not change the constraint and is left out). Cached per
+        patch shape and the sides it shares with ∂Ω.
+        """
+        h, bs, p = engine.hierarchy, engine.bs, engine.problem.degree
+        key = ("lod skeleton", self._touches(h, lo, hi))
+        if key in pm.cache:
+            return pm.cache[key]
+        K = engine.patch_mesh((h.M,) * h.dim)
+        shape = hi - lo
+        k_dofs = np.arange(K.matrix_shape[0])
+        corner = np.rint((h.coarse_vertices(0) - h.lower) / h.H).astype(np.int64)
+        idx = np.array(list(itertools.product(*[range(int(s) + 1) for s in shape[::-1]])))[:, ::-1]
+        free = ~np.any((idx + lo == 0) | (idx + lo == np.array(h.N)), axis=1)  # off ∂Ω
+        number = np.where(free, np.cumsum(free) - 1, -1)
+        cell_dofs, functionals, nodes = [], [], []
+        for i in range(int(np.prod(shape))):
+            sq = np.array(np.unravel_index(i, tuple(shape), order="F"))
+            node = K.dof_index[k_dofs // bs] + sq * h.M * p
+            blocks = pm.lookup[np.ravel_multi_index(tuple(node.T), pm.node_shape, order="F")]
+            cell_dofs.append(blocks * bs + k_dofs % bs)
+            vertex = np.ravel_multi_index(tuple((corner + sq).T), tuple(shape + 1), order="F")
+            nodes.append(expand_blocks(vertex, bs))
+            mult = np.repeat(number[vertex], bs)
+            functionals.append(np.where(mult >= 0, mult * bs + np.tile(np.arange(bs),
+                                                                       len(vertex)), -1))
+        is_free = np.zeros(pm.matrix_shape[0], dtype=bool)
+        is_free[pm.interior] = True
+        pm.cache[key] = (SkeletonPattern(np.array(cell_dofs), np.array(functionals), is_free,
+                                         self._geometry(engine)), np.array(nodes))
+        return pm.cache[key]
+
     @staticmethod
     def _touches(h, lo, hi) -> tuple:
         """Which sides of Ω the patch [lo, hi) (coarse squares) reaches."""
         return tuple((bool(a == 0), bool(b == n)) for a, b, n in zip(lo, hi, h.N))
-
-    @staticmethod
-    def _interior_block(pm: PatchMesh, A: sp.csr_matrix, key: tuple) -> sp.csr_matrix:
-        """A[interior, interior] with the index pattern cached per patch placement kind."""
-        A.sort_indices()
-        cached = pm.cache.get(("lod II", key))
-        if cached is None or not (np.array_equal(cached[0], A.indptr)
-                                  and np.array_equal(cached[1], A.indices)):
-            probe = sp.csr_matrix((np.arange(A.nnz, dtype=float), A.indices, A.indptr),
-                                  shape=A.shape)
-            sub = probe[pm.interior][:, pm.interior].tocsr()
-            sub.sort_indices()
-            cached = (A.indptr.copy(), A.indices.copy(), sub.data.astype(np.int64),
-                      sub.indices, sub.indptr, sub.shape)
-            pm.cache[("lod II", key)] = cached
-        _, _, at, indices, indptr, shape = cached
-        return sp.csr_matrix((A.data[at], indices, indptr), shape=shape)
 
     def _rows(self, engine: PatchEngine, cell: int, lo, hi) -> np.ndarray:
         """Global coarse dofs of the patch's nodes (prepared; else one AO lookup)."""
@@ -300,64 +364,6 @@ class LOD(Method):
         n = np.array(h.N) * h.M * p
         on_interface = (idx % (h.M * p) == 0) & (idx > 0) & (idx < n)
         return np.repeat(1.0 / np.prod(np.where(on_interface, 2.0, 1.0), axis=1), bs)
-
-    def _patch_nodal(self, pm: PatchMesh, lo, hi, h, bs: int) -> np.ndarray:
-        r"""The hat functions :math:`\lambda_z` of the patch's nodes at its fine dofs (CSR)."""
-        key = ("lod hats", tuple(hi - lo))
-        if key not in pm.cache:
-            t = pm.rel_coords / h.H  # coarse units from the patch's first node
-            hats = None
-            for d in range(h.dim):
-                n = int(hi[d] - lo[d]) + 1
-                hat_d = np.maximum(0.0, 1.0 - np.abs(t[:, d, None] - np.arange(n)[None, :]))
-                hat_d = sp.csr_matrix(hat_d)
-                # first axis fastest: column index z_0 + n_0 z_1 + ...
-                hats = hat_d if hats is None else sp.csr_matrix(
-                    _row_kron(hat_d, hats))
-            assert hats is not None
-            pm.cache[key] = sp.csr_matrix(blocked(hats.toarray(), bs))
-        return pm.cache[key]
-
-    def _constraints(self, engine: PatchEngine, pm: PatchMesh, lo, hi) -> sp.csr_matrix:
-        r"""Rows of :math:`I_H` at the patch's free nodes, on the patch's interior dofs.
-
-        Row z is :math:`\sum_{T' \ni z,\ T' \subset U} (R_{T'})_{z,\cdot}` with the local
-        projection :math:`R_{T'} = (\Lambda^T M_h \Lambda)^{-1}\Lambda^T M_h` (the L2
-        projection onto Q1(T'), M_h the fine mass matrix of T'); the averaging weight
-        :math:`1/\#\{T \ni z\}` does not change the constraint :math:`(I_H w)(z) = 0` and is
-        left out. Cached per patch shape and the sides it shares with ∂Ω.
-        """
-        h, bs, p = engine.hierarchy, engine.bs, engine.problem.degree
-        N = np.array(h.N)
-        key = ("lod constraints", tuple(hi - lo), self._touches(h, lo, hi))
-        if key in pm.cache:
-            return pm.cache[key]
-        K = engine.patch_mesh((h.M,) * h.dim)  # the mesh of every coarse cell (not moved)
-        R = projection_matrix(h, engine.problem, engine)  # (2^d bs, n_K bs)
-        corner = np.rint((h.coarse_vertices(0) - h.lower) / h.H).astype(np.int64)
-        shape = hi - lo
-        rows, cols, vals = [], [], []
-        for square in itertools.product(*[range(int(s)) for s in shape]):
-            sq = np.array(square)
-            dofs = pm.lookup[np.ravel_multi_index(tuple((K.dof_index + sq * h.M * p).T),
-                                                  pm.node_shape, order="F")]
-            nodes = np.ravel_multi_index(tuple((corner + sq).T), tuple(shape + 1), order="F")
-            r = expand_blocks(nodes, bs)
-            c = expand_blocks(dofs, bs)
-            rows.append(np.repeat(r, len(c)))
-            cols.append(np.tile(c, len(r)))
-            vals.append(R.ravel())
-        n_nodes = int(np.prod(shape + 1))
-        full = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(n_nodes * bs, pm.matrix_shape[0]))
-        # free nodes: off the Dirichlet boundary (all of ∂Ω)
-        idx = np.array(list(itertools.product(*[range(int(s) + 1) for s in shape[::-1]])))[:, ::-1]
-        on_boundary = np.any((idx + lo == 0) | (idx + lo == N), axis=1)
-        free = expand_blocks(np.flatnonzero(~on_boundary), bs)
-        C = full[free][:, pm.interior].tocsr()
-        pm.cache[key] = C
-        return C
-
 
 def projection_matrix(hierarchy, problem, engine: PatchEngine | None = None) -> np.ndarray:
     r"""The local :math:`L^2` projection onto Q1 of one coarse cell, as a matrix.
@@ -426,12 +432,6 @@ def quasi_interpolation(space, u) -> np.ndarray:
     out = total.getArray(readonly=True).copy()
     count.destroy()
     return out
-
-
-def _row_kron(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.csr_matrix:
-    """Row-wise Kronecker product: row r is kron(a[r], b[r]) (tensor-product functions)."""
-    a, b = a.toarray(), b.toarray()
-    return sp.csr_matrix((a[:, :, None] * b[:, None, :]).reshape(a.shape[0], -1))
 
 
 register("lod", LOD, summary="Localized orthogonal decomposition (Målqvist & Peterseim 2014)")
