@@ -31,6 +31,7 @@ import msfem  # first: it imports dolfinx_solver before dolfinx
 import numpy as np
 import dolfinx
 import dolfinx.fem.petsc
+from _timing import idle_bcast
 from mpi4py import MPI
 
 parser = argparse.ArgumentParser()
@@ -69,14 +70,6 @@ def offline(c, hier, variant, options=None, keep=False, batch_size=128):
     return timings
 
 
-def idle_bcast(value):
-    """Broadcast rank 0's ``value``; the other ranks wait asleep, not polling a core."""
-    request = comm.Ibarrier()
-    while not request.Test():
-        time.sleep(0.005)
-    return comm.bcast(value, root=0)
-
-
 def fine_assembly(hier):
     """Wall time of one assembly of the fine operator (max over ranks, median of runs)."""
     V = problem.function_space(hier.fine)
@@ -109,7 +102,7 @@ for M in args.M:
         if comm.rank == 0:
             t_asm1 = fine_assembly(msfem.StructuredHierarchy(MPI.COMM_SELF, args.N, M,
                                                              "quadrilateral"))
-        t_asm1 = idle_bcast(t_asm1)
+        t_asm1 = idle_bcast(comm, t_asm1)
         scaling = f" (speed-up 1 -> {comm.size} ranks {t_asm1 / t_asm:.2f})"
     if comm.rank == 0:
         print(f"Hou-Wu eps={eps:.4g}, {args.N}x{args.N} coarse cells x {M}x{M} fine, "
@@ -131,7 +124,7 @@ for M in args.M:
         for _ in range(args.repeat):  # n ranks and 1 rank interleaved: the machine drifts
             runs.append(offline(comm, hier, variant))
             if comm.size > 1:
-                serial.append(idle_bcast(offline(MPI.COMM_SELF, h1, variant)["offline"]
+                serial.append(idle_bcast(comm, offline(MPI.COMM_SELF, h1, variant)["offline"]
                                          if comm.rank == 0 else None))
         t_off = float(np.median([r["offline"] for r in runs]))
         t_petsc = float(np.median([comm.allreduce(r["local_petsc"], op=MPI.MAX) for r in runs]))
