@@ -74,7 +74,8 @@ for name, params in cases:
     t_on = sol.timings["coarse_assemble"] + sol.timings["coarse_solve"]
     speedup = float(np.median(serial)) / t_off if serial else float("nan")
     label = name if name != "lod" else f"lod k={params['layers']}"
-    rows.append((label, 1e3 * t_off / args.N**2, t_on, err, speedup))
+    pairs = ", ".join(f"{a / b:.2f}" for a, b in zip(serial, times))
+    rows.append((label, 1e3 * t_off / args.N**2, t_on, err, speedup, pairs))
     del space, sol, fine
     gc.collect()
 
@@ -84,5 +85,6 @@ if comm.rank == 0:
           f"{coef}, {comm.size} rank(s), median of {args.repeat}")
     print(f"{'method':16s} {'offline ms/element':>19s} {'online s':>9s} {'energy err':>11s}"
           f" {'speed-up 1->' + str(comm.size):>14s}")
-    for label, ms, t_on, err, s in rows:
-        print(f"{label:16s} {ms:19.2f} {t_on:9.3f} {err:11.3e} {s:14.2f}")
+    for label, ms, t_on, err, s, pairs in rows:
+        print(f"{label:16s} {ms:19.2f} {t_on:9.3f} {err:11.3e} {s:14.2f}"
+              + (f"   (run by run: {pairs})" if pairs else ""))
