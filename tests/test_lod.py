@@ -170,6 +170,7 @@ def test_any_form_beats_coarse_fem(comm, form, N):
     ({"layers": 1.5}, "quadrilateral", "layers"),
     ({"test": "ritz"}, "quadrilateral", "test"),
     ({"layers": 1}, "triangle", "quasi-interpolation"),
+    ({"layers": 0}, "quadrilateral", "layers = 0 needs M >= 3"),
 ])
 def test_bad_input_is_refused_before_any_computation(comm, params, cell, match):
     h = msfem.StructuredHierarchy(comm, 2, 2, cell)

@@ -143,6 +143,11 @@ class LOD(Method):
         if hierarchy.M < 2:
             raise ValueError(f"LOD needs M >= 2 fine cells per coarse cell (the fine-scale "
                              f"space ker I_H is empty for M = 1); got M = {hierarchy.M}")
+        if self.params.layers == 0 and hierarchy.M < 3:
+            raise ValueError(f"LOD with layers = 0 needs M >= 3 fine cells per coarse cell (the "
+                             f"constraints I_H w = 0 at T's vertices outnumber its interior fine "
+                             f"dofs for M = 2); got M = {hierarchy.M}: use layers >= 1 or a "
+                             f"larger M")
         if len(problem.dirichlet) != 1 or problem.dirichlet[0].marker is not None or \
                 problem.neumann:
             raise ValueError("LOD supports Dirichlet data on all of ∂Ω (one Dirichlet "
