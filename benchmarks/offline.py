@@ -18,7 +18,9 @@ Every time is the median of ``--repeat`` runs (default 3).
 * offline speed-up 1 -> n ranks (needs >= 2 ranks): the 1-rank build runs on rank 0
   between the n-rank builds (the other ranks asleep), so slow drifts of the machine's
   speed cancel; next to it the speed-up of the fine assembly itself (the floor's own
-  scaling on this machine);
+  scaling on this machine) and the machine's ceiling: n times the 1-rank time over the
+  time of n 1-rank builds of the whole problem running at once, one per rank (no
+  communication, no extra work: what shared memory bandwidth, caches and the host leave);
 * (offline + online) / fine CG+GAMG solve.
 """
 
@@ -127,6 +129,14 @@ for M in args.M:
                 serial.append(idle_bcast(comm, offline(MPI.COMM_SELF, h1, variant)["offline"]
                                          if comm.rank == 0 else None))
         t_off = float(np.median([r["offline"] for r in runs]))
+        ceiling = None
+        if comm.size > 1:  # the machine's limit: every rank builds the whole problem at once
+            h_all = h1 or msfem.StructuredHierarchy(MPI.COMM_SELF, args.N, M, "quadrilateral")
+            offline(MPI.COMM_SELF, h_all, variant)  # (warm-up on the other ranks)
+            comm.barrier()
+            together = comm.allreduce(offline(MPI.COMM_SELF, h_all, variant)["offline"],
+                                      op=MPI.MAX)
+            ceiling = comm.size * float(np.median(serial)) / together
         t_petsc = float(np.median([comm.allreduce(r["local_petsc"], op=MPI.MAX) for r in runs]))
         space = offline(comm, hier, variant, keep=True)
         floor = t_asm + min(petsc.values())
@@ -149,6 +159,7 @@ for M in args.M:
         if comm.size > 1:
             pairs = ", ".join(f"{a / r['offline']:.2f}" for a, r in zip(serial, runs))
             lines.append(f"    offline speed-up 1 -> {comm.size} ranks = "
-                         f"{float(np.median(serial)) / t_off:.2f}  (run by run: {pairs})")
+                         f"{float(np.median(serial)) / t_off:.2f}  (run by run: {pairs});  "
+                         f"machine ceiling {ceiling:.2f}")
         if comm.rank == 0:
             print("\n".join(lines), flush=True)
