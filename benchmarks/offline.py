@@ -123,6 +123,8 @@ for M in args.M:
         runs, serial = [], []
         h1 = msfem.StructuredHierarchy(MPI.COMM_SELF, args.N, M, "quadrilateral") \
             if comm.size > 1 and comm.rank == 0 else None
+        if h1 is not None:
+            offline(MPI.COMM_SELF, h1, variant)  # warm-up, as for the n-rank hierarchy
         for _ in range(args.repeat):  # n ranks and 1 rank interleaved: the machine drifts
             runs.append(offline(comm, hier, variant))
             if comm.size > 1:
