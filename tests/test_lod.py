@@ -147,12 +147,22 @@ def _anisotropic(u, v, a, c):
     return (ufl.inner(A * ufl.grad(u), ufl.grad(v)) + c * u * v) * ufl.dx
 
 
-@pytest.mark.parametrize("form, N", [("elasticity", 6), ("anisotropic", 8)])
+def _advection(u, v, a):
+    """A non-symmetric form: oscillating diffusion plus a constant drift."""
+    drift = ufl.as_vector((1.0, 0.5))
+    return (a * ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(drift, ufl.grad(u)) * v) * ufl.dx
+
+
+@pytest.mark.parametrize("form, N", [("elasticity", 6), ("anisotropic", 8), ("advection", 8)])
 def test_any_form_beats_coarse_fem(comm, form, N):
-    """Elasticity with an oscillating E, and a researcher's own UFL form (anisotropic
-    reaction--diffusion), through LOD: below half of coarse Q1 FEM's energy error."""
+    """Elasticity with an oscillating E, and a researcher's own UFL forms (anisotropic
+    reaction--diffusion; advection--diffusion, non-symmetric: LU instead of Cholesky in the
+    condensation), through LOD: below half of coarse Q1 FEM's energy error."""
     if form == "elasticity":
         problem = msfem.elasticity(msfem.HouWu(eps=1 / 6), nu=0.3, f=(0.0, -1.0))
+    elif form == "advection":
+        problem = msfem.Problem(_advection, {"a": msfem.HouWu(eps=1 / 8)}, source=1.0,
+                                symmetric=False)
     else:
         problem = msfem.Problem(_anisotropic, {"a": msfem.HouWu(eps=1 / 8), "c": 2.0},
                                 source=1.0, positive=("a",), symmetric=True)
