@@ -33,6 +33,9 @@ bench:
 	$(PY) benchmarks/gmsfem.py
 	$(PY) benchmarks/fe_hmm.py
 	$(PY) benchmarks/atomistic.py
+	# 2 ranks: speed-ups against 1 rank and the machine's ceiling, measured in one run
+	$(MPIEXEC) -n $(NP) $(PY) benchmarks/offline.py
+	$(MPIEXEC) -n $(NP) $(PY) benchmarks/lod.py --repeat 5
 
 docs:  # needs sphinx and myst-parser (pip install -e .[docs])
 	$(PY) -m sphinx -b html -W docs/api docs/api/_build
