@@ -31,10 +31,13 @@ A patch problem is then :math:`\sum_c E_c` on the skeleton dofs interior to U an
 patch's multipliers -- for LOD with one layer 184 + 16 unknowns instead of 2209 + 16, and
 the cells' eliminations are shared by the :math:`(2k+1)^d` patches containing them. The
 cells' interior blocks are factorised together as one banded block-diagonal matrix (reverse
-Cuthill--McKee order; LAPACK ``pbtrf`` for symmetric forms, ``gbtrf`` otherwise), the
-skeleton problem by a dense Schur complement on the multipliers:
+Cuthill--McKee order; LAPACK ``pbtrf`` for symmetric forms, ``gbtrf`` otherwise). A
+skeleton problem of at most :data:`DENSE_MAX` unknowns is solved dense through the Schur
+complement on the multipliers,
 :math:`x_S = S^{-1}(F_S - E_{S\mu}\mu)`,
-:math:`(E_{\mu S}S^{-1}E_{S\mu} - E_{\mu\mu})\mu = E_{\mu S}S^{-1}F_S - F_\mu`.
+:math:`(E_{\mu S}S^{-1}E_{S\mu} - E_{\mu\mu})\mu = E_{\mu S}S^{-1}F_S - F_\mu`
+(S by Cholesky or LU), a larger one as a sparse matrix by the caller's factorisation
+(LOD: MUMPS, one symbolic phase per patch sparsity).
 
 Memory: per cell :math:`n_I (n_B + m + r)` doubles for Z (2D Q1, 16 x 16 fine cells per
 coarse cell, scalar: 130 kB).
