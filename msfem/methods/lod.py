@@ -271,23 +271,31 @@ class LOD(Method):
 
     def _condensed(self, engine: PatchEngine, cells: np.ndarray
                    ) -> tuple[CondensedCells, np.ndarray]:
-        """The condensed coarse cells ``cells`` and their rows (condensed once per build)."""
-        cache = engine.region_cache.get("lod condensed")
-        if cache is None or not all(int(c) in cache[1] for c in cells):
-            known = cache[1] if cache is not None else {}
+        """The condensed coarse cells ``cells`` and their rows (condensed once per build).
+
+        The first call condenses every cell :meth:`prepare` listed; a cell outside that
+        list (:meth:`local` called on its own) is condensed and appended when first asked.
+        """
+        cached = engine.region_cache.get("lod condensed")
+        rows = cached[1][cells] if cached is not None else np.full(len(cells), -1)
+        if np.any(rows < 0):
             wanted = np.concatenate([engine.region_cache.pop("lod cells", []), cells])
-            todo = [c for c in dict.fromkeys(int(c) for c in wanted) if c not in known]
+            todo = np.unique(wanted.astype(np.int64))
+            if cached is not None:
+                todo = todo[cached[1][todo] < 0]
             geometry = self._geometry(engine)
             new = geometry.condense(np.stack([v for v, _ in engine.cell_values(todo)]))
-            if cache is not None:
-                old = cache[0]
+            index = np.full(int(np.prod(engine.hierarchy.N)), -1, dtype=np.int64)
+            if cached is not None:
+                old, index = cached
                 new = CondensedCells(geometry, *(np.concatenate([getattr(old, f), getattr(new, f)])
                                                  for f in ("Z", "Z_r", "E", "F", "Pt")))
-                todo = list(known) + todo
-            cache = (new, {c: i for i, c in enumerate(todo)})
-            engine.region_cache["lod condensed"] = cache
-        index = cache[1]
-        return cache[0], np.array([index[int(c)] for c in cells], dtype=np.int64)
+            index[todo] = len(new.E) - len(todo) + np.arange(len(todo))
+            cached = (new, index)
+            engine.region_cache["lod condensed"] = cached
+            rows = index[cells]
+        assert cached is not None  # (set above whenever a row was missing)
+        return cached[0], rows
 
     @staticmethod
     def _geometry(engine: PatchEngine) -> CellCondensation:
