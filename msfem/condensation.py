@@ -41,11 +41,23 @@ complement on the multipliers,
 
 Memory: per cell :math:`n_I (n_B + m + r)` doubles for Z (2D Q1, 16 x 16 fine cells per
 coarse cell, scalar: 130 kB).
+
+Unconstrained Dirichlet problems (MsFEM's oversampled local problems:
+:math:`A_U\psi = 0` inside U, :math:`\psi = g` on ∂U) need only the Schur complements
+:math:`E_c = A_{BB} - A_{BI}A_{II}^{-1}A_{IB}` (:meth:`CellCondensation.schur`; for
+symmetric cells :math:`A_{II} = LL^T`, :math:`W = L^{-1}A_{IB}`, :math:`E_c = A_{BB} -
+W^TW`, a forward solve only). The skeleton problem
+:math:`(\sum_c E_c)_{SS}\,\psi_S = -\sum_c (E_c g_c)_S` is solved by
+:meth:`SkeletonPattern.dirichlet`, and the function is extended into a cell by
+:math:`\psi_I = -A_{II}^{-1}A_{IB}\psi_B` (:meth:`CellSchur.extend`, from the kept
+banded factors: per cell :math:`n_I(b + 1)` doubles, b the bandwidth, instead of Z).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import scipy.linalg
@@ -57,15 +69,20 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 from msfem.local import DirichletSolver
 from msfem.solvers import SolverError
 
-__all__ = ["CellCondensation", "CondensedCells", "SkeletonPattern"]
+__all__ = ["CellCondensation", "CellSchur", "CellStore", "CondensedCells", "SingularCell",
+           "SkeletonPattern"]
 
 #: Largest condensed patch problem solved as a dense matrix; above it a sparse factorisation
 #: (MUMPS) is faster. Measured on Hou-Wu, 16 x 16 fine cells per coarse cell, one rank:
 #: n = 200 (LOD k = 1): dense 0.49 ms, MUMPS LDL^T 1.18 ms; n = 652 (k = 2): 6.9 ms against
 #: 3.6 ms; n = 1360 (k = 3): 34 ms against 8.3 ms.
 DENSE_MAX = 400
-#: Cells condensed per LAPACK call (bounds the temporaries: ~25 MB for 2D Q1, M = 16).
-CHUNK = 128
+#: Bytes of right-hand sides per LAPACK call when condensing cells: the banded solves are
+#: level-2 (each right-hand side streams the factors), so a chunk of cells is kept small
+#: enough for the core's cache. Hou-Wu, 16 x 16 fine cells per coarse cell, one rank: the
+#: Schur complements take 0.35 ms per cell in chunks of 128 cells (factors 3.9 MB), 0.26 ms
+#: one cell at a time; 32 x 32: 8.1 against 3.3 ms.
+CHUNK_BYTES = 512 * 1024
 
 
 def _block_diagonal(data: np.ndarray, rows: np.ndarray, cols: np.ndarray,
@@ -142,8 +159,9 @@ class CellCondensation:
         out = CondensedCells(self, np.empty((n_c, n_I, n)), np.empty((n_c, n_I, self.r)),
                              np.empty((n_c, n, n)), np.empty((n_c, n, self.r)),
                              np.empty((n_c, self.n_K, self.r)))
-        for a in range(0, n_c, CHUNK):
-            self._chunk(values[a:a + CHUNK], out, a)
+        chunk = self._chunk_cells(n + self.r)
+        for a in range(0, n_c, chunk):
+            self._chunk(values[a:a + chunk], out, a)
         return out
 
     def _chunk(self, V: np.ndarray, out: CondensedCells, at: int) -> None:
@@ -159,7 +177,7 @@ class CellCondensation:
         rhs[:, :, n_B:n_B + m] = self.R_I.T
         rhs[:, :, n_B + m:] = P[:, self.interior]
         rhs = rhs[:, self.perm].reshape(n_c * n_I, -1)
-        Z = self._interior_solve(V, rhs).reshape(n_c, n_I, -1)[:, self.inv]
+        Z = self._interior_solve(V, rhs, at).reshape(n_c, n_I, -1)[:, self.inv]
         # condensed operators and right-hand sides
         sel, i, j = self.BI
         W = (_block_diagonal(V[:, sel], i, j, (n_B, n_I)) @ Z.reshape(n_c * n_I, -1)
@@ -184,8 +202,66 @@ class CellCondensation:
         out.Z[cut] = Z[:, :, :n_B + m]
         out.Z_r[cut] = Z[:, :, n_B + m:]
 
-    def _interior_solve(self, V: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    def schur(self, values: np.ndarray) -> CellSchur:
+        r"""Schur complements :math:`A_{BB} - A_{BI}A_{II}^{-1}A_{IB}` of cells ``values``.
+
+        Keeps the banded factors of every :math:`A_{II}` for :meth:`CellSchur.extend`
+        (memory per cell: the band, not :math:`A_{II}^{-1}A_{IB}`). Symmetric cells need
+        the forward solve only: :math:`A_{II} = LL^T`, :math:`W = L^{-1}A_{IB}`,
+        :math:`E = A_{BB} - W^TW` (LAPACK ``tbtrs`` and one batched product).
+        """
+        values = np.atleast_2d(values)
+        n_c, n_I, n_B = len(values), self.n_I, self.n_B
+        rows = self.band + 1 if self.symmetric else 3 * self.band + 1
+        out = CellSchur(self, np.array(values), np.empty((n_c, n_B, n_B)),
+                        np.empty((n_c, rows, n_I)),
+                        None if self.symmetric else np.empty((n_c, n_I), dtype=np.int32))
+        sel_bb, i_bb, j_bb = self.BB
+        chunk = self._chunk_cells(n_B)
+        for a in range(0, n_c, chunk):
+            V = values[a:a + chunk]
+            cut = slice(a, a + len(V))
+            rhs = self._interior_rhs(V)
+            factor, pivots = self._factorise(V, a)
+            if self.symmetric:
+                W, info = lapack.dtbtrs(factor, rhs, uplo=b"L")
+                self._check(info)
+                W = W.reshape(len(V), n_I, n_B)
+                out.E[cut] = -np.matmul(W.transpose(0, 2, 1), W)
+            else:
+                assert pivots is not None and out.pivots is not None
+                Z = self._solve(factor, pivots, rhs).reshape(len(V), n_I, n_B)[:, self.inv]
+                sel, i, j = self.BI
+                out.E[cut] = -(_block_diagonal(V[:, sel], i, j, (n_B, n_I))
+                               @ Z.reshape(-1, n_B)).reshape(len(V), n_B, n_B)
+                out.pivots[cut] = (pivots.reshape(len(V), n_I)
+                                   - n_I * np.arange(len(V))[:, None])
+            out.E[cut][:, i_bb, j_bb] += V[:, sel_bb]  # (the pairs (i, j) are distinct)
+            out.factors[cut] = factor.reshape(rows, len(V), n_I).transpose(1, 0, 2)
+        return out
+
+    def _chunk_cells(self, columns: int) -> int:
+        """Cells per LAPACK call with ``columns`` right-hand sides (:data:`CHUNK_BYTES`)."""
+        return max(1, CHUNK_BYTES // (8 * max(1, self.n_I * columns)))
+
+    def _interior_rhs(self, V: np.ndarray) -> np.ndarray:
+        """:math:`A_{IB}` of the cells ``V`` stacked, rows in banded order (n_c n_I, n_B)."""
+        rhs = np.zeros((len(V), self.n_I, self.n_B))
+        sel, i, j = self.IB
+        rhs[:, i, j] = V[:, sel]
+        return rhs[:, self.perm].reshape(-1, self.n_B)
+
+    def _interior_solve(self, V: np.ndarray, rhs: np.ndarray, first: int = 0) -> np.ndarray:
         """:math:`A_{II}^{-1}` rhs for all cells of a chunk: one banded factorisation."""
+        return self._solve(*self._factorise(V, first), rhs)
+
+    def _factorise(self, V: np.ndarray, first: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """Banded factors of the cells' :math:`A_{II}` as one block-diagonal band.
+
+        Returns LAPACK's band array (rows, n_c n_I) and, non-symmetric, its pivots. A
+        singular block raises :class:`SingularCell` with its position (``first`` + index
+        in ``V``).
+        """
         n_c, n_I, b = len(V), self.n_I, self.band
         rows = b + 1 if self.symmetric else 3 * b + 1
         band = np.zeros((rows, n_c, n_I), order="C")
@@ -194,17 +270,42 @@ class CellCondensation:
         ab = band.reshape(rows, n_c * n_I)
         if self.symmetric:
             c, info = lapack.dpbtrf(ab, lower=1)
-            if info == 0:
-                x, info = lapack.dpbtrs(c, rhs, lower=1)
+            piv = None
         else:
-            lu, piv, info = lapack.dgbtrf(ab, b, b)
-            if info == 0:
-                x, info = lapack.dgbtrs(lu, b, b, rhs, piv)
-        if info != 0:
-            raise SolverError(f"the interior block of a coarse cell is singular or not "
-                              f"positive definite (LAPACK info {info}); check that the "
-                              f"coefficients are positive")
+            c, piv, info = lapack.dgbtrf(ab, b, b)
+        if info > 0:  # the failing pivot's row: its cell
+            raise SingularCell(first + (info - 1) // n_I)
+        self._check(info)
+        return c, piv
+
+    def _solve(self, factor: np.ndarray, pivots: np.ndarray | None, rhs: np.ndarray
+               ) -> np.ndarray:
+        """Solve with the banded factors of :meth:`_factorise`."""
+        if pivots is None:
+            x, info = lapack.dpbtrs(factor, rhs, lower=1)
+        else:
+            x, info = lapack.dgbtrs(factor, self.band, self.band, rhs, pivots)
+        self._check(info)
         return x
+
+    @staticmethod
+    def _check(info: int) -> None:
+        if info != 0:
+            raise SolverError(f"LAPACK banded solve failed (info {info})")
+
+
+class SingularCell(SolverError):
+    """A cell whose interior block is singular or not positive definite.
+
+    Attributes:
+        cell: its position among the condensed cells.
+    """
+
+    def __init__(self, cell: int):
+        self.cell = int(cell)
+        super().__init__(f"the interior block of a coarse cell (number {cell} of those "
+                         f"condensed) is singular or not positive definite; check that the "
+                         f"coefficients are positive")
 
 
 @dataclass
@@ -226,6 +327,97 @@ class CondensedCells:
     E: np.ndarray
     F: np.ndarray
     Pt: np.ndarray
+
+
+@dataclass
+class CellSchur:
+    r"""Schur complements of cells on their boundary dofs (:meth:`CellCondensation.schur`).
+
+    Attributes:
+        geometry: the :class:`CellCondensation`.
+        values: (n_c, nnz) the cells' fine-matrix values.
+        E: (n_c, n_B, n_B) -- :math:`A_{BB} - A_{BI}A_{II}^{-1}A_{IB}`.
+        factors: (n_c, band rows, n_I) LAPACK band factors of :math:`A_{II}` (banded order).
+        pivots: (n_c, n_I) their pivots (LU, non-symmetric cells), or ``None`` (Cholesky).
+    """
+
+    geometry: CellCondensation
+    values: np.ndarray
+    E: np.ndarray
+    factors: np.ndarray
+    pivots: np.ndarray | None
+
+    def extend(self, rows: np.ndarray, boundary: np.ndarray) -> np.ndarray:
+        r"""The discrete harmonic extension into cells ``rows`` of ``boundary`` (B, n_B, r).
+
+        Returns the cells' full vectors (B, n_K, r):
+        :math:`w_B = g`, :math:`w_I = -A_{II}^{-1}A_{IB}\,g` -- one banded solve for all.
+        """
+        g = self.geometry
+        rows = np.asarray(rows)
+        B, r = len(rows), boundary.shape[2]
+        sel, i, j = g.IB
+        A_IB = _block_diagonal(self.values[rows][:, sel], i, j, (g.n_I, g.n_B))
+        rhs = -(A_IB @ boundary.reshape(B * g.n_B, r)).reshape(B, g.n_I, r)[:, g.perm]
+        factor = np.ascontiguousarray(self.factors[rows].transpose(1, 0, 2)).reshape(
+            self.factors.shape[1], B * g.n_I)
+        pivots = None if self.pivots is None else \
+            (self.pivots[rows] + g.n_I * np.arange(B)[:, None]).astype(np.int32).ravel()
+        x = g._solve(factor, pivots, rhs.reshape(B * g.n_I, r)).reshape(B, g.n_I, r)
+        w = np.empty((B, g.n_K, r))
+        w[:, g.interior] = x[:, g.inv]
+        w[:, g.boundary] = boundary
+        return w
+
+
+Cells = TypeVar("Cells", CondensedCells, CellSchur)
+
+
+class CellStore(Generic[Cells]):
+    """Condensed cells of one rank and build, looked up by coarse cell, condensed on demand.
+
+    Args:
+        n_cells: coarse cells of the hierarchy (global numbering).
+        condense: condenses a sorted array of coarse cells (a :class:`CondensedCells` or
+            :class:`CellSchur` with one row per cell, in that order).
+        where: names a coarse cell in errors (default: its number).
+    """
+
+    def __init__(self, n_cells: int, condense: Callable[[np.ndarray], Cells],
+                 where: Callable[[int], str] = lambda c: f"coarse cell {c}"):
+        self.index = np.full(n_cells, -1, dtype=np.int64)
+        self.condense: Callable[[np.ndarray], Cells] = condense
+        self.where = where
+        self.cells: Cells | None = None
+
+    def rows(self, cells: np.ndarray, prefetch: np.ndarray | None = None
+             ) -> tuple[Cells, np.ndarray]:
+        """The condensed cells and the rows of ``cells`` in them.
+
+        Missing cells (and every missing cell of ``prefetch``, to condense in one go) are
+        condensed and appended.
+        """
+        cells = np.asarray(cells, dtype=np.int64)
+        if np.any(self.index[cells] < 0):
+            todo = np.unique(np.concatenate([cells, np.asarray(
+                [] if prefetch is None else prefetch, dtype=np.int64)]))
+            todo = todo[self.index[todo] < 0]
+            try:
+                new = self.condense(todo)
+            except SingularCell as err:
+                raise SolverError(f"local problems on {self.where(int(todo[err.cell]))}: its "
+                                  f"interior block is singular or not positive definite; "
+                                  f"check that the coefficients are positive there") from err
+            old = self.cells
+            if old is not None:  # every array field grows by the new cells' rows
+                grown: dict[str, Any] = {
+                    f.name: np.concatenate([getattr(old, f.name), getattr(new, f.name)])
+                    for f in fields(new) if isinstance(getattr(new, f.name), np.ndarray)}
+                new = replace(new, **grown)
+            self.index[todo] = len(new.E) - len(todo) + np.arange(len(todo))
+            self.cells = new
+        assert self.cells is not None
+        return self.cells, self.index[cells]
 
 
 class SkeletonPattern:
@@ -291,10 +483,31 @@ class SkeletonPattern:
         pattern reuses its symbolic phase). Returns the condensed solution per cell,
         (n_cells, n_B + m, r), zero at dropped unknowns.
         """
-        n, r = self.n, F.shape[1]
-        rhs = np.zeros((n + 1, r))
+        rhs = np.zeros((self.n + 1, F.shape[1]))
         rhs[self.local[at]] = F
-        x = np.zeros((n + 1, r))
+        return self._solve(E, rhs, factorisation)
+
+    def dirichlet(self, E: np.ndarray, G: np.ndarray,
+                  factorisation: DirichletSolver | None = None) -> np.ndarray:
+        r"""The patch problem :math:`\sum_c E_c` with values ``G`` on its dropped dofs.
+
+        ``G`` (n_cells, n_B, r): every cell's boundary values, zero at skeleton unknowns
+        (e.g. Dirichlet data on ∂U). Solves :math:`S x = -\sum_c E_c g_c` on the skeleton
+        (no multipliers, m = 0) and returns every cell's boundary values (n_cells, n_B, r):
+        the solution at unknowns, ``G`` elsewhere.
+        """
+        if self.n_mu:
+            raise ValueError("SkeletonPattern.dirichlet: a pattern without multipliers only")
+        r = G.shape[2]
+        rhs = np.zeros((self.n + 1, r))
+        np.add.at(rhs, self.local.ravel(), -np.matmul(E, G).reshape(-1, r))
+        return self._solve(E, rhs, factorisation) + G
+
+    def _solve(self, E: np.ndarray, rhs: np.ndarray, factorisation: DirichletSolver | None
+               ) -> np.ndarray:
+        """Assemble the cells' ``E`` and solve with the summed ``rhs`` (n + 1, r)."""
+        n = self.n
+        x = np.zeros_like(rhs)
         if self.dense:
             K = np.bincount(self.pairs, weights=E.ravel(), minlength=(n + 1) ** 2)
             x[:n] = self._dense_solve(K.reshape(n + 1, n + 1)[:n, :n], rhs[:n])

@@ -881,26 +881,37 @@ class PatchEngine:
         V = np.stack([v for v, _ in self.cell_values(cells.ravel())]).reshape(len(lo), -1)
         return np.ascontiguousarray((T @ V.T).T)
 
+    def cell_dofs_in(self, S: PatchMesh, shape: np.ndarray) -> np.ndarray:
+        """S's dof of every K-mesh dof of each coarse square of S, (squares, n_K).
+
+        S is the box of ``shape`` coarse squares (first axis fastest); quadrilateral or
+        hexahedral hierarchies.
+        """
+        h = self.hierarchy
+        deg, bs = self.problem.degree, self.bs
+        K = self.patch_mesh((h.M,) * h.dim)
+        k_dofs = np.arange(K.matrix_shape[0])
+        squares = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
+                                            order="F")).T
+        out = np.empty((len(squares), len(k_dofs)), dtype=np.int64)
+        for i, sq in enumerate(squares):
+            node = K.dof_index[k_dofs // bs] + sq * h.M * deg
+            blocks = S.lookup[np.ravel_multi_index(tuple(node.T), S.node_shape, order="F")]
+            out[i] = blocks * bs + k_dofs % bs
+        return out
+
     def _summation(self, S: PatchMesh, shape: np.ndarray) -> sp.csr_matrix:
         """The 0/1 matrix adding the K-matrices of ``shape`` coarse squares into S's pattern.
 
         Columns: the K-matrices' values one square after the other, first axis fastest.
         """
         h = self.hierarchy
-        deg, bs = self.problem.degree, self.bs
         K = self.patch_mesh((h.M,) * h.dim)
         k_indices, k_indptr = K.block_pattern_arrays()
         nS = S.matrix_shape[0]
         k_rows = np.repeat(np.arange(K.matrix_shape[0]), np.diff(k_indptr))
-        k_dofs = np.arange(K.matrix_shape[0])
-        squares = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
-                                            order="F")).T
-        mapped = []
-        for sq in squares:  # K's entries as (row, column) keys of S, K at offset sq
-            node = K.dof_index[k_dofs // bs] + sq * h.M * deg
-            blocks = S.lookup[np.ravel_multi_index(tuple(node.T), S.node_shape, order="F")]
-            to_S = blocks * bs + k_dofs % bs
-            mapped.append(to_S[k_rows] * nS + to_S[k_indices])
+        # K's entries as (row, column) keys of S, K at each square's offset
+        mapped = [to_S[k_rows] * nS + to_S[k_indices] for to_S in self.cell_dofs_in(S, shape)]
         if "csr" not in S._patterns:  # S's pattern: the union of its cells' (no form needed)
             union = np.unique(np.concatenate(mapped))
             S._patterns["csr"] = ((union % nS).astype(PETSc.IntType), np.searchsorted(
@@ -916,7 +927,7 @@ class PatchEngine:
             cols.append(j * len(k_indices) + np.arange(len(k_indices)))
         rows_a, cols_a = np.concatenate(rows), np.concatenate(cols)
         return sp.csr_matrix((np.ones(len(rows_a)), (rows_a, cols_a)),
-                             shape=(len(s_indices), len(squares) * len(k_indices)))
+                             shape=(len(s_indices), len(mapped) * len(k_indices)))
 
     def dirichlet_values(self, pm: PatchMesh, values: np.ndarray, G: np.ndarray,
                          what: str | Where) -> np.ndarray:

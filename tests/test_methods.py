@@ -275,7 +275,8 @@ def test_registry_lists_parameters_and_refuses_bad_values():
     assert {"standard", "linear", "oscillatory", "oversampling", "petrov-galerkin"} <= set(
         methods.available())
     assert methods.parameter_names("oversampling") == ["oversampling", "boundary",
-                                                        "edge_coefficient", "coarse_quadrature"]
+                                                        "edge_coefficient", "coarse_quadrature",
+                                                        "local_solver"]
     with pytest.raises(ValueError, match="oversampling"):
         methods.create("oversampling", oversampling=-1)
     with pytest.raises(TypeError, match="not a subclass"):

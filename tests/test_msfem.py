@@ -286,7 +286,8 @@ def test_local_solver_by_options_prefix(comm):
     hier = msfem.StructuredHierarchy(comm, 4, 8, "quadrilateral")
     problem = msfem.diffusion(msfem.HouWu(eps=1 / 2), f=-1.0)
     U = [msfem.solve_coarse(msfem.MultiscaleSpace(
-        hier, problem, "oversampling", 1, petsc_options=opts).build()).U.x.array.copy()
+        hier, problem, "oversampling", 1, petsc_options=opts,
+        parameters={"local_solver": "sparse"}).build()).U.x.array.copy()
         for opts in ({}, {"pc_factor_mat_solver_type": "mumps"})]
     assert np.allclose(U[0], U[1], rtol=1e-10, atol=1e-14)
 
@@ -475,3 +476,45 @@ def test_oversampling_assembles_every_fine_cell_once(comm, monkeypatch):
     reached = {int(c) for e in space.elements
                for c in h.patch_coarse_cells(space.method.patch(h, e.cell))}
     assert calls[0] == len(reached)
+
+
+@pytest.mark.parametrize("variant,layers,dense,vector", [
+    ("oversampling", 1, True, False), ("petrov-galerkin", 1, True, False),
+    ("oversampling", 2, False, False), ("oversampling", 1, True, True)])
+def test_condensed_local_problems_equal_patch_factorisations(comm, variant, layers, dense,
+                                                             vector, monkeypatch):
+    """Whole-coarse-layer patches solved on the coarse skeleton (cell interiors condensed
+    once per rank; dense, or sparse above DENSE_MAX) give the element data and the coarse
+    solution of one PETSc factorisation per patch, serial and distributed."""
+    import msfem.condensation as condensation
+
+    if not dense:
+        monkeypatch.setattr(condensation, "DENSE_MAX", 0)
+    h = msfem.StructuredHierarchy(comm, 6, 4, "quadrilateral")
+    a = msfem.HouWu(eps=1 / 3)
+    problem = msfem.elasticity(a, nu=0.3, f=(0.0, -1.0)) if vector else \
+        msfem.diffusion(a, f=-1.0)
+    spaces = [msfem.MultiscaleSpace(h, problem, variant, layers,
+                                    parameters={"local_solver": solver}).build()
+              for solver in ("condensed", "sparse")]
+    for e, f in zip(*(s.elements for s in spaces)):
+        assert e.cell == f.cell
+        assert np.abs(e.trial - f.trial).max() < 1e-11
+        assert np.abs(e.A - f.A).max() < 1e-11 * np.abs(f.A).max()
+    U = [msfem.solve_coarse(s).U.x.array for s in spaces]
+    assert np.abs(U[0] - U[1]).max() < 1e-10 * np.abs(U[1]).max()
+
+
+def test_condensed_singular_cell_names_it(comm):
+    """A coefficient that is zero on one coarse cell: the condensed path names the cell."""
+    h = msfem.StructuredHierarchy(comm, 3, 4, "quadrilateral")
+
+    def form(u, v):  # a = 0 on the middle coarse cell (number 4)
+        x = ufl.SpatialCoordinate(u.ufl_function_space().mesh)
+        on = ufl.conditional(ufl.And(ufl.gt(x[0], 1 / 3), ufl.lt(x[0], 2 / 3)), 1.0, 0.0)
+        inside = ufl.conditional(ufl.And(ufl.gt(x[1], 1 / 3), ufl.lt(x[1], 2 / 3)), on, 0.0)
+        return (1.0 - inside) * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+
+    space = msfem.MultiscaleSpace(h, msfem.Problem(form, {}, source=1.0), "oversampling", 1)
+    with pytest.raises(msfem.SolverError, match=r"coarse cell 4 .*positive"):
+        space.build()

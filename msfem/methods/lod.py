@@ -64,7 +64,7 @@ import numpy as np
 import pydantic
 
 from msfem import solvers
-from msfem.condensation import CellCondensation, CondensedCells, SkeletonPattern
+from msfem.condensation import CellCondensation, CellStore, CondensedCells, SkeletonPattern
 from msfem.local import DirichletSolver
 from msfem.mesh import StructuredHierarchy
 from msfem.methods.base import ElementData, Method, Parameters, register
@@ -276,26 +276,14 @@ class LOD(Method):
         The first call condenses every cell :meth:`prepare` listed; a cell outside that
         list (:meth:`local` called on its own) is condensed and appended when first asked.
         """
-        cached = engine.region_cache.get("lod condensed")
-        rows = cached[1][cells] if cached is not None else np.full(len(cells), -1)
-        if np.any(rows < 0):
-            wanted = np.concatenate([engine.region_cache.pop("lod cells", []), cells])
-            todo = np.unique(wanted.astype(np.int64))
-            if cached is not None:
-                todo = todo[cached[1][todo] < 0]
+        store = engine.region_cache.get("lod condensed")
+        if store is None:
             geometry = self._geometry(engine)
-            new = geometry.condense(np.stack([v for v, _ in engine.cell_values(todo)]))
-            index = np.full(int(np.prod(engine.hierarchy.N)), -1, dtype=np.int64)
-            if cached is not None:
-                old, index = cached
-                new = CondensedCells(geometry, *(np.concatenate([getattr(old, f), getattr(new, f)])
-                                                 for f in ("Z", "Z_r", "E", "F", "Pt")))
-            index[todo] = len(new.E) - len(todo) + np.arange(len(todo))
-            cached = (new, index)
-            engine.region_cache["lod condensed"] = cached
-            rows = index[cells]
-        assert cached is not None  # (set above whenever a row was missing)
-        return cached[0], rows
+            store = engine.region_cache["lod condensed"] = CellStore(
+                int(np.prod(engine.hierarchy.N)), lambda todo: geometry.condense(
+                    np.stack([v for v, _ in engine.cell_values(todo)])),
+                lambda c: str(Where(c, engine.hierarchy.coarse_vertices(c))))
+        return store.rows(cells, engine.region_cache.pop("lod cells", None))
 
     @staticmethod
     def _geometry(engine: PatchEngine) -> CellCondensation:
@@ -318,23 +306,18 @@ class LOD(Method):
         :math:`1/\#\{T \ni z\}` does not change the constraint and is left out). Cached per
         patch shape and the sides it shares with ∂Ω.
         """
-        h, bs, p = engine.hierarchy, engine.bs, engine.problem.degree
+        h, bs = engine.hierarchy, engine.bs
         key = ("lod skeleton", self._touches(h, lo, hi))
         if key in pm.cache:
             return pm.cache[key]
-        K = engine.patch_mesh((h.M,) * h.dim)
         shape = hi - lo
-        k_dofs = np.arange(K.matrix_shape[0])
         corner = np.rint((h.coarse_vertices(0) - h.lower) / h.H).astype(np.int64)
         idx = np.array(list(itertools.product(*[range(int(s) + 1) for s in shape[::-1]])))[:, ::-1]
         free = ~np.any((idx + lo == 0) | (idx + lo == np.array(h.N)), axis=1)  # off ∂Ω
         number = np.where(free, np.cumsum(free) - 1, -1)
-        cell_dofs, functionals, nodes = [], [], []
+        functionals, nodes = [], []
         for i in range(int(np.prod(shape))):
             sq = np.array(np.unravel_index(i, tuple(shape), order="F"))
-            node = K.dof_index[k_dofs // bs] + sq * h.M * p
-            blocks = pm.lookup[np.ravel_multi_index(tuple(node.T), pm.node_shape, order="F")]
-            cell_dofs.append(blocks * bs + k_dofs % bs)
             vertex = np.ravel_multi_index(tuple((corner + sq).T), tuple(shape + 1), order="F")
             nodes.append(expand_blocks(vertex, bs))
             mult = np.repeat(number[vertex], bs)
@@ -342,8 +325,8 @@ class LOD(Method):
                                                                        len(vertex)), -1))
         is_free = np.zeros(pm.matrix_shape[0], dtype=bool)
         is_free[pm.interior] = True
-        pm.cache[key] = (SkeletonPattern(np.array(cell_dofs), np.array(functionals), is_free,
-                                         self._geometry(engine)), np.array(nodes))
+        pm.cache[key] = (SkeletonPattern(engine.cell_dofs_in(pm, shape), np.array(functionals),
+                                         is_free, self._geometry(engine)), np.array(nodes))
         return pm.cache[key]
 
     @staticmethod

@@ -56,6 +56,7 @@ from scipy.spatial import cKDTree
 
 from msfem import solvers
 from msfem.coefficients import ConstantField, Field
+from msfem.condensation import CellCondensation, CellSchur, CellStore, SkeletonPattern
 from msfem.local import solve_dirichlet
 from msfem.mesh import Oversampling, Patch, StructuredHierarchy
 from msfem.methods.base import ElementData, Method, Parameters, register
@@ -114,6 +115,13 @@ class MsFEMParameters(Parameters):
             f(x_\tau) w_i(x_\tau)`, the gradients and values of the bilinear sub-grid
             functions at the centres. For the scalar diffusion operator on quadrilaterals
             with Q1 sub-grids only (what the paper defines); refused otherwise.
+        local_solver: how the local problems on patches of whole coarse layers
+            (quadrilateral/hexahedral hierarchies, polynomial data) are solved; the same
+            basis to rounding. ``"condensed"`` (default): every coarse cell's interior
+            is eliminated once per rank (:meth:`~msfem.condensation.CellCondensation.schur`)
+            and each patch is solved on its coarse skeleton
+            (:meth:`~msfem.condensation.SkeletonPattern.dirichlet`), then extended into K.
+            ``"sparse"``: each patch matrix is factorised by PETSc (``petsc_options``).
     """
 
     variant: Variant = "linear"
@@ -121,6 +129,7 @@ class MsFEMParameters(Parameters):
     boundary: Literal["polynomial", "oscillatory"] | None = None
     edge_coefficient: str | None = None
     coarse_quadrature: Literal["galerkin", "centred"] = "galerkin"
+    local_solver: Literal["condensed", "sparse"] = "condensed"
 
     @pydantic.field_validator("oversampling", mode="before")
     @classmethod
@@ -274,8 +283,17 @@ class MsFEM(Method):
         if engine.unstructured:
             engine.gather_patches(self.layers(h))
             return
-        if self._summed(engine):
-            return  # patches are sums of K-matrices (no fine operator needed)
+        if self._summed(engine):  # patches are sums of K-matrices (no fine operator needed)
+            if self.params.local_solver == "condensed" and len(cells):
+                # every cell of the patches, condensed in one go on the first batch
+                layers = self.layers(h) // h.M
+                squares = np.array(np.unravel_index(cells, h.N, order="F")).T
+                steps = itertools.product(range(-layers, layers + 1), repeat=h.dim)
+                near = np.concatenate([squares + np.array(d) for d in steps])
+                near = near[np.all((near >= 0) & (near < np.array(h.N)), axis=1)]
+                engine.region_cache["msfem cells"] = np.unique(np.ravel_multi_index(
+                    tuple(near.T), h.N, order="F"))
+            return
         placements = {}
         for c in cells:
             patch = self.patch(h, int(c))
@@ -485,16 +503,24 @@ class MsFEM(Method):
             first = int(cells[idx[0]])
             patch = self.patch(h, first)
             S = engine.patch_mesh(patch.shape)
-            A_S = engine.summed_patches_values(S, lo[idx], hi[idx])  # (moves the K-mesh)
+            condensed = self.params.local_solver == "condensed"
+            # (these move the K-mesh)
+            A_S = None if condensed else engine.summed_patches_values(S, lo[idx], hi[idx])
+            schur = self._schur(engine, lo[idx], hi[idx]) if condensed else None
             cached = engine.cell_values(cells[idx])
             S.place(h.lower + np.array(patch.lo) * h.h)
             Kmesh.place(h.lower + np.array(patch.cell_lo) * h.h)
             vertices = h.coarse_vertices(first)
             G = self._boundary_data(S, patch, vertices, h, bs, engine)  # (the group's)
             shift = (squares[idx] - squares[idx[0]]) * h.H
-            psi = np.stack([engine.dirichlet_values(S, A_S[b], G, Where(
-                int(cells[i]), vertices + shift[b])) for b, i in enumerate(idx)])
-            phi = self._restrict_many(psi, S, Kmesh, patch, vertices, engine, cells[idx])
+            if schur is None:
+                assert A_S is not None
+                psi = np.stack([engine.dirichlet_values(S, A_S[b], G, Where(
+                    int(cells[i]), vertices + shift[b])) for b, i in enumerate(idx)])
+                phi = self._restrict_many(psi, S, Kmesh, patch, vertices, engine, cells[idx])
+            else:
+                phi = self._condensed_basis(engine, S, Kmesh, patch, schur, G, vertices,
+                                            cells[idx], shift)
             D = np.stack([v for v, _ in cached])
             loads = np.stack([f for _, f in cached])
             B, m = len(idx), phi.shape[2]
@@ -516,6 +542,75 @@ class MsFEM(Method):
                     energy=sp.csr_matrix((cached[b][0], indices, indptr), shape=(n, n)),
                     metrics=metrics)
         return [e for e in out if e is not None]
+
+    def _schur(self, engine: PatchEngine, lo: np.ndarray, hi: np.ndarray
+               ) -> tuple[CellSchur, np.ndarray]:
+        """The condensed cells of the patches [lo, hi) (coarse squares) and their rows.
+
+        Every coarse cell is condensed once per rank and build, on the first call all the
+        rank's patches' cells at once (:meth:`prepare` lists them).
+        """
+        h = engine.hierarchy
+        store = engine.region_cache.get("msfem schur")
+        if store is None:
+            K = engine.patch_mesh((h.M,) * h.dim)  # the mesh of every coarse cell
+            key = ("msfem condensation", engine.problem.is_symmetric)
+            if key not in K.cache:
+                K.cache[key] = CellCondensation(
+                    *K.block_pattern_arrays(), K.interior, K.boundary,
+                    np.zeros((0, K.matrix_shape[0])), np.zeros((K.matrix_shape[0], 0)),
+                    engine.problem.is_symmetric)
+            geometry = K.cache[key]
+            store = engine.region_cache["msfem schur"] = CellStore(
+                int(np.prod(h.N)), lambda todo: geometry.schur(
+                    np.stack([v for v, _ in engine.cell_values(todo)])),
+                lambda c: str(Where(c, h.coarse_vertices(c))))
+        shape = hi[0] - lo[0]
+        rel = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
+                                        order="F"))  # (d, squares), first axis fastest
+        squares = lo[:, :, None] + rel[None]  # (B, d, squares)
+        cells = np.ravel_multi_index(tuple(np.moveaxis(squares, 1, 0)), h.N, order="F")
+        schur, rows = store.rows(cells.ravel(), engine.region_cache.pop("msfem cells", None))
+        return schur, rows.reshape(cells.shape)
+
+    def _condensed_basis(self, engine: PatchEngine, S: PatchMesh, Kmesh: PatchMesh,
+                         patch: Patch, condensed: tuple[CellSchur, np.ndarray], G: np.ndarray,
+                         vertices: np.ndarray, cells: np.ndarray, shift: np.ndarray
+                         ) -> np.ndarray:
+        r"""The normalised basis on K of patches that share S and K's position in it.
+
+        Each patch is solved on its coarse skeleton (the cells' Schur complements summed,
+        the data G on ∂S), then extended into K: :math:`\psi_I = -A_{II}^{-1}A_{IB}\psi_B`.
+        """
+        h = engine.hierarchy
+        schur, rows = condensed
+        geometry = schur.geometry
+        shape = np.array(S.shape) // h.M
+        key = ("msfem skeleton", id(geometry))
+        if key not in S.cache:
+            free = np.zeros(S.matrix_shape[0], dtype=bool)
+            free[S.interior] = True
+            S.cache[key] = SkeletonPattern(engine.cell_dofs_in(S, shape),
+                                           np.zeros((int(np.prod(shape)), 0), dtype=np.int64),
+                                           free, geometry)
+        skeleton = S.cache[key]
+        data = np.zeros((skeleton.n_U, G.shape[1]))
+        data[S.boundary] = G
+        G_cells = data[skeleton.cell_dofs[:, geometry.boundary]]  # 0 at skeleton unknowns
+        at = int(np.ravel_multi_index(tuple(np.array(patch.offset) // h.M), tuple(shape),
+                                      order="F"))
+        factorisation = None if skeleton.dense else engine.solver(S)
+        psi_B = np.empty((len(cells), geometry.n_B, G.shape[1]))
+        for b, c in enumerate(cells):
+            try:
+                psi_B[b] = skeleton.dirichlet(schur.E[rows[b]], G_cells, factorisation)[at]
+            except solvers.SolverError as err:
+                raise solvers.SolverError(
+                    f"local problem on {Where(int(c), vertices + shift[b])}: {err}. Check "
+                    f"that the coefficient is positive there.") from err
+        psi = schur.extend(rows[:, at], psi_B)
+        return self._normalise(psi, expand_blocks(Kmesh.positions(vertices), engine.bs),
+                               f"the local functions of coarse cells {cells[0]}...{cells[-1]}")
 
     def _restrict_many(self, psi: np.ndarray, S: PatchMesh, Kmesh: PatchMesh, patch: Patch,
                        K_vertices: np.ndarray, engine: PatchEngine, cells: np.ndarray
