@@ -214,7 +214,7 @@ class CellCondensation:
         n_c, n_I, n_B = len(values), self.n_I, self.n_B
         rows = self.band + 1 if self.symmetric else 3 * self.band + 1
         out = CellSchur(self, np.array(values), np.empty((n_c, n_B, n_B)),
-                        np.empty((n_c, rows, n_I)),
+                        np.empty((n_c, n_I, rows)),
                         None if self.symmetric else np.empty((n_c, n_I), dtype=np.int32))
         sel_bb, i_bb, j_bb = self.BB
         chunk = self._chunk_cells(n_B)
@@ -237,7 +237,7 @@ class CellCondensation:
                 out.pivots[cut] = (pivots.reshape(len(V), n_I)
                                    - n_I * np.arange(len(V))[:, None])
             out.E[cut][:, i_bb, j_bb] += V[:, sel_bb]  # (the pairs (i, j) are distinct)
-            out.factors[cut] = factor.reshape(rows, len(V), n_I).transpose(1, 0, 2)
+            out.factors[cut] = factor.T.reshape(len(V), n_I, rows)  # (a view: F-ordered band)
         return out
 
     def _chunk_cells(self, columns: int) -> int:
@@ -337,7 +337,8 @@ class CellSchur:
         geometry: the :class:`CellCondensation`.
         values: (n_c, nnz) the cells' fine-matrix values.
         E: (n_c, n_B, n_B) -- :math:`A_{BB} - A_{BI}A_{II}^{-1}A_{IB}`.
-        factors: (n_c, band rows, n_I) LAPACK band factors of :math:`A_{II}` (banded order).
+        factors: (n_c, n_I, band rows) LAPACK band factors of :math:`A_{II}` (banded order;
+            ``factors[c].T`` is LAPACK's Fortran-ordered band array).
         pivots: (n_c, n_I) their pivots (LU, non-symmetric cells), or ``None`` (Cholesky).
     """
 
@@ -359,11 +360,16 @@ class CellSchur:
         sel, i, j = g.IB
         A_IB = _block_diagonal(self.values[rows][:, sel], i, j, (g.n_I, g.n_B))
         rhs = -(A_IB @ boundary.reshape(B * g.n_B, r)).reshape(B, g.n_I, r)[:, g.perm]
-        factor = np.ascontiguousarray(self.factors[rows].transpose(1, 0, 2)).reshape(
-            self.factors.shape[1], B * g.n_I)
-        pivots = None if self.pivots is None else \
-            (self.pivots[rows] + g.n_I * np.arange(B)[:, None]).astype(np.int32).ravel()
-        x = g._solve(factor, pivots, rhs.reshape(B * g.n_I, r)).reshape(B, g.n_I, r)
+        x = np.empty((B, g.n_I, r))
+        chunk = g._chunk_cells(self.factors.shape[2])  # (each right-hand side streams them)
+        for a in range(0, B, chunk):
+            part = rows[a:a + chunk]
+            factor = self.factors[part].reshape(-1, self.factors.shape[2]).T  # F-ordered
+            pivots = None if self.pivots is None else (
+                self.pivots[part] + g.n_I * np.arange(len(part))[:, None]
+            ).astype(np.int32).ravel()
+            x[a:a + chunk] = g._solve(factor, pivots, rhs[a:a + chunk].reshape(-1, r)
+                                      ).reshape(len(part), g.n_I, r)
         w = np.empty((B, g.n_K, r))
         w[:, g.interior] = x[:, g.inv]
         w[:, g.boundary] = boundary

@@ -167,6 +167,10 @@ def form_csr(form) -> sp.csr_matrix:
     return dolfinx.fem.assemble_matrix(form).to_scipy()
 
 
+#: Metric matrices of patch meshes by geometry and element (:meth:`PatchMesh.metric_matrices`).
+_METRICS: dict[tuple, tuple[sp.csr_matrix, sp.csr_matrix]] = {}
+
+
 def metric_forms(V: dolfinx.fem.FunctionSpace) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     r"""Mass and stiffness matrices :math:`\int u\cdot v`, :math:`\int \nabla u:\nabla v`."""
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
@@ -388,9 +392,22 @@ class PatchMesh:
         return sp.csr_matrix((A.data[idx], indices, indptr), shape=shape)
 
     def metric_matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """Mass and stiffness matrices of this mesh (translation invariant, cached)."""
+        """Mass and stiffness matrices of this mesh (translation invariant, cached).
+
+        Shared by every patch mesh of the process with the same untranslated geometry,
+        cells, element and dof numbering (each space of a sweep would compile and
+        assemble them again otherwise); treat them as read-only.
+        """
         if self._metrics is None:
-            self._metrics = metric_forms(self.V)
+            dofmap = self.V.dofmap
+            key = (self.x0.tobytes(), self.mesh.geometry.dofmap.tobytes(),
+                   str(self.V.ufl_element()), dofmap.list.tobytes(), dofmap.bs)
+            cached = _METRICS.get(key)
+            if cached is None:
+                cached = _METRICS[key] = metric_forms(self.V)
+                while len(_METRICS) > 32:  # (a few shapes per hierarchy)
+                    _METRICS.pop(next(iter(_METRICS)))
+            self._metrics = cached
         return self._metrics
 
     def positions(self, points: np.ndarray) -> np.ndarray:
