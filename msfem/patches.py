@@ -44,7 +44,7 @@ from msfem import (
 )
 from msfem.local import DirichletSolver
 from msfem.mesh import RefinedHierarchy, create_lattice_mesh, locate_sub
-from msfem.problem import Problem
+from msfem.problem import Discretisation, Problem
 from msfem.transfer import expand_blocks
 
 
@@ -221,7 +221,7 @@ class PatchMesh:
         self.boundary = expand_blocks(self.boundary_blocks, self.bs)
         self.interior = expand_blocks(interior, self.bs)
         self._domain = (h.lower, h.upper)
-        self.disc = problem.discretise(self.V, boundary_facets=_weak_method(self.boundary_facets))
+        self._disc: Discretisation | None = None  # compiled on first use (:attr:`disc`)
         self._A: PETSc.Mat | None = None  # the PETSc matrix of a (created on first use)
         self.isI = _index_set(self.interior)
         self.solver: DirichletSolver | None = None
@@ -261,10 +261,22 @@ class PatchMesh:
         if problem.neumann:  # which facets carry Neumann data depends on the position
             key = tuple(tuple(self.boundary_facets(bc.marker)) for bc in problem.neumann)
             if key != self._neumann_key:
-                self.disc = problem.discretise(
-                    self.V, boundary_facets=_weak_method(self.boundary_facets))
+                self._disc = None  # compiled again, with these facets, on first use
                 self._neumann_key = key
-        self.disc.refresh()
+        if self._disc is not None:
+            self._disc.refresh()
+
+    @property
+    def disc(self) -> Discretisation:
+        """The problem's forms on this mesh, at its current position.
+
+        Compiled on first use: patch meshes that only lend their dof layout (e.g. the
+        patches of condensed MsFEM problems) never compile a form.
+        """
+        if self._disc is None:
+            self._disc = self.problem.discretise(
+                self.V, boundary_facets=_weak_method(self.boundary_facets))
+        return self._disc
 
     def place(self, origin: np.ndarray) -> None:
         """Set the position seen by the coordinate queries only (no move, no re-sampling).
