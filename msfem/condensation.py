@@ -205,6 +205,8 @@ class CellCondensation:
     def schur(self, values: np.ndarray) -> CellSchur:
         r"""Schur complements :math:`A_{BB} - A_{BI}A_{II}^{-1}A_{IB}` of cells ``values``.
 
+        ``values`` (n_c, nnz) is kept by reference in the result (not copied).
+
         Keeps the banded factors of every :math:`A_{II}` for :meth:`CellSchur.extend`
         (memory per cell: the band, not :math:`A_{II}^{-1}A_{IB}`). Symmetric cells need
         the forward solve only: :math:`A_{II} = LL^T`, :math:`W = L^{-1}A_{IB}`,
@@ -213,7 +215,7 @@ class CellCondensation:
         values = np.atleast_2d(values)
         n_c, n_I, n_B = len(values), self.n_I, self.n_B
         rows = self.band + 1 if self.symmetric else 3 * self.band + 1
-        out = CellSchur(self, np.array(values), np.empty((n_c, n_B, n_B)),
+        out = CellSchur(self, values, np.empty((n_c, n_B, n_B)),
                         np.empty((n_c, n_I, rows)),
                         None if self.symmetric else np.empty((n_c, n_I), dtype=np.int32))
         sel_bb, i_bb, j_bb = self.BB

@@ -891,18 +891,27 @@ class PatchEngine:
         """
         return self.summed_patches_values(S, np.asarray(lo)[None], np.asarray(hi)[None])[0]
 
+    def box_cells(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Coarse cells of the boxes ``lo <= square < hi`` of one shape, (B, squares).
+
+        ``lo``, ``hi``: (B, d); the squares of each box first axis fastest (one coarse cell
+        per square: quadrilateral/hexahedral hierarchies).
+        """
+        shape = hi[0] - lo[0]
+        rel = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
+                                        order="F"))  # (d, squares)
+        squares = lo[:, :, None] + rel[None]  # (B, d, squares)
+        return np.ravel_multi_index(tuple(np.moveaxis(squares, 1, 0)), self.hierarchy.N,
+                                    order="F")
+
     def summed_patches_values(self, S: PatchMesh, lo: np.ndarray, hi: np.ndarray
                               ) -> np.ndarray:
         """:meth:`summed_patch_values` of several patches of S's shape: ``lo``, ``hi`` (B, d).
 
         One sparse product for all of them; returns (B, nnz of S's pattern).
         """
-        h = self.hierarchy
         shape = hi[0] - lo[0]
-        rel = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
-                                        order="F"))  # (d, squares), first axis fastest
-        squares = lo[:, :, None] + rel[None]  # (B, d, squares)
-        cells = np.ravel_multi_index(tuple(np.moveaxis(squares, 1, 0)), h.N, order="F")
+        cells = self.box_cells(lo, hi)
         key = ("sum", S.shape)
         if key not in S.cache:
             S.cache[key] = self._summation(S, shape)

@@ -565,11 +565,7 @@ class MsFEM(Method):
                 int(np.prod(h.N)), lambda todo: geometry.schur(
                     np.stack([v for v, _ in engine.cell_values(todo)])),
                 lambda c: str(Where(c, h.coarse_vertices(c))))
-        shape = hi[0] - lo[0]
-        rel = np.array(np.unravel_index(np.arange(int(np.prod(shape))), tuple(shape),
-                                        order="F"))  # (d, squares), first axis fastest
-        squares = lo[:, :, None] + rel[None]  # (B, d, squares)
-        cells = np.ravel_multi_index(tuple(np.moveaxis(squares, 1, 0)), h.N, order="F")
+        cells = engine.box_cells(lo, hi)
         schur, rows = store.rows(cells.ravel(), engine.region_cache.pop("msfem cells", None))
         return schur, rows.reshape(cells.shape)
 
