@@ -205,8 +205,6 @@ class CellCondensation:
     def schur(self, values: np.ndarray) -> CellSchur:
         r"""Schur complements :math:`A_{BB} - A_{BI}A_{II}^{-1}A_{IB}` of cells ``values``.
 
-        ``values`` (n_c, nnz) is kept by reference in the result (not copied).
-
         Keeps the banded factors of every :math:`A_{II}` for :meth:`CellSchur.extend`
         (memory per cell: the band, not :math:`A_{II}^{-1}A_{IB}`). Symmetric cells need
         the forward solve only: :math:`A_{II} = LL^T`, :math:`W = L^{-1}A_{IB}`,
@@ -215,7 +213,7 @@ class CellCondensation:
         values = np.atleast_2d(values)
         n_c, n_I, n_B = len(values), self.n_I, self.n_B
         rows = self.band + 1 if self.symmetric else 3 * self.band + 1
-        out = CellSchur(self, values, np.empty((n_c, n_B, n_B)),
+        out = CellSchur(self, np.empty((n_c, n_B, n_B)),
                         np.empty((n_c, n_I, rows)),
                         None if self.symmetric else np.empty((n_c, n_I), dtype=np.int32))
         sel_bb, i_bb, j_bb = self.BB
@@ -337,7 +335,6 @@ class CellSchur:
 
     Attributes:
         geometry: the :class:`CellCondensation`.
-        values: (n_c, nnz) the cells' fine-matrix values.
         E: (n_c, n_B, n_B) -- :math:`A_{BB} - A_{BI}A_{II}^{-1}A_{IB}`.
         factors: (n_c, n_I, band rows) LAPACK band factors of :math:`A_{II}` (banded order;
             ``factors[c].T`` is LAPACK's Fortran-ordered band array).
@@ -345,22 +342,24 @@ class CellSchur:
     """
 
     geometry: CellCondensation
-    values: np.ndarray
     E: np.ndarray
     factors: np.ndarray
     pivots: np.ndarray | None
 
-    def extend(self, rows: np.ndarray, boundary: np.ndarray) -> np.ndarray:
+    def extend(self, rows: np.ndarray, values: np.ndarray, boundary: np.ndarray
+               ) -> np.ndarray:
         r"""The discrete harmonic extension into cells ``rows`` of ``boundary`` (B, n_B, r).
 
-        Returns the cells' full vectors (B, n_K, r):
-        :math:`w_B = g`, :math:`w_I = -A_{II}^{-1}A_{IB}\,g` -- one banded solve for all.
+        ``values`` (B, nnz): those cells' fine-matrix values (the caller holds them; not
+        kept here). Returns the cells' full vectors (B, n_K, r):
+        :math:`w_B = g`, :math:`w_I = -A_{II}^{-1}A_{IB}\,g` -- banded solves with the
+        kept factors.
         """
         g = self.geometry
         rows = np.asarray(rows)
         B, r = len(rows), boundary.shape[2]
         sel, i, j = g.IB
-        A_IB = _block_diagonal(self.values[rows][:, sel], i, j, (g.n_I, g.n_B))
+        A_IB = _block_diagonal(np.asarray(values)[:, sel], i, j, (g.n_I, g.n_B))
         rhs = -(A_IB @ boundary.reshape(B * g.n_B, r)).reshape(B, g.n_I, r)[:, g.perm]
         x = np.empty((B, g.n_I, r))
         chunk = g._chunk_cells(self.factors.shape[2])  # (each right-hand side streams them)

@@ -100,7 +100,8 @@ def test_schur_skeleton_dirichlet_and_extension_equal_the_patch_solve(symmetric,
     geometry = CellCondensation(csr.indices, csr.indptr, np.arange(1, N_K - 1),
                                 np.array([0, N_K - 1]), np.zeros((0, N_K)), np.zeros((N_K, 0)),
                                 symmetric)
-    schur = geometry.schur(np.array([sp.csr_matrix(A).data for A in mats]))
+    values = np.array([sp.csr_matrix(A).data for A in mats])
+    schur = geometry.schur(values)
     cell_dofs = np.array([np.arange(N_K) + (N_K - 1) * c for c in range(n_cells)])
     n_U = cell_dofs.max() + 1
     free = np.ones(n_U, dtype=bool)
@@ -117,7 +118,7 @@ def test_schur_skeleton_dirichlet_and_extension_equal_the_patch_solve(symmetric,
     data[[0, n_U - 1]] = G
     G_cells = data[cell_dofs[:, geometry.boundary]]
     y = skeleton.dirichlet(schur.E, G_cells, solver)
-    w = schur.extend(np.arange(n_cells), y)
+    w = schur.extend(np.arange(n_cells), values, y)
     A = np.zeros((n_U, n_U))
     for c in range(n_cells):
         A[np.ix_(cell_dofs[c], cell_dofs[c])] += mats[c]

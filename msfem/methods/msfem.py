@@ -513,15 +513,15 @@ class MsFEM(Method):
             vertices = h.coarse_vertices(first)
             G = self._boundary_data(S, patch, vertices, h, bs, engine)  # (the group's)
             shift = (squares[idx] - squares[idx[0]]) * h.H
+            D = np.stack([v for v, _ in cached])
             if schur is None:
                 assert A_S is not None
                 psi = np.stack([engine.dirichlet_values(S, A_S[b], G, Where(
                     int(cells[i]), vertices + shift[b])) for b, i in enumerate(idx)])
                 phi = self._restrict_many(psi, S, Kmesh, patch, vertices, engine, cells[idx])
             else:
-                phi = self._condensed_basis(engine, S, Kmesh, patch, schur, G, vertices,
+                phi = self._condensed_basis(engine, S, Kmesh, patch, schur, D, G, vertices,
                                             cells[idx], shift)
-            D = np.stack([v for v, _ in cached])
             loads = np.stack([f for _, f in cached])
             B, m = len(idx), phi.shape[2]
             A_phi = (engine.block_diagonal(Kmesh, B, "all").csr(D)
@@ -570,10 +570,12 @@ class MsFEM(Method):
         return schur, rows.reshape(cells.shape)
 
     def _condensed_basis(self, engine: PatchEngine, S: PatchMesh, Kmesh: PatchMesh,
-                         patch: Patch, condensed: tuple[CellSchur, np.ndarray], G: np.ndarray,
-                         vertices: np.ndarray, cells: np.ndarray, shift: np.ndarray
-                         ) -> np.ndarray:
+                         patch: Patch, condensed: tuple[CellSchur, np.ndarray],
+                         values: np.ndarray, G: np.ndarray, vertices: np.ndarray,
+                         cells: np.ndarray, shift: np.ndarray) -> np.ndarray:
         r"""The normalised basis on K of patches that share S and K's position in it.
+
+        ``values``: the fine-matrix values of the cells K (one per patch).
 
         Each patch is solved on its coarse skeleton (the cells' Schur complements summed,
         the data G on ∂S), then extended into K: :math:`\psi_I = -A_{II}^{-1}A_{IB}\psi_B`.
@@ -604,7 +606,7 @@ class MsFEM(Method):
                 raise solvers.SolverError(
                     f"local problem on {Where(int(c), vertices + shift[b])}: {err}. Check "
                     f"that the coefficient is positive there.") from err
-        psi = schur.extend(rows[:, at], psi_B)
+        psi = schur.extend(rows[:, at], values, psi_B)
         return self._normalise(psi, expand_blocks(Kmesh.positions(vertices), engine.bs),
                                f"the local functions of coarse cells {cells[0]}...{cells[-1]}")
 
